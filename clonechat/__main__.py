@@ -1,0 +1,3 @@
+from clonechat.cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""Command-line interface."""
+
+from clonechat.cli.app import app, main
+
+__all__ = ["app", "main"]

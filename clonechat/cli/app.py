@@ -1,0 +1,198 @@
+"""The ``clonechat`` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from clonechat.cli.console import SPEAKER_STYLE, node_metadata
+from clonechat.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, fail, report_errors
+from clonechat.engine.dialogue import DEFAULT_STOP_PHRASE
+from clonechat.errors import ConfigError
+from clonechat.session import ADHOC_EXPERIMENT, DialogueRequest
+from clonechat.store import reads
+from clonechat.store.database import DB_ENV_VAR, DEFAULT_DB, Database
+
+app = typer.Typer(
+    help="Two instances of the same language model talking to each other, recorded for research.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DbOption = Annotated[
+    Path,
+    typer.Option(
+        "--db",
+        envvar=DB_ENV_VAR,
+        help=f"Run database (SQLite). Default {DEFAULT_DB}, or ${DB_ENV_VAR}.",
+        show_default=False,
+    ),
+]
+
+
+def _parse_vars(pairs: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--var expects NAME=VALUE (got {pair!r})")
+        values[name.strip()] = value
+    return values
+
+
+@app.command()
+def run(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model of both agents (and of A if --model-b is given).")
+    ] = "local",
+    model_b: Annotated[str | None, typer.Option(help="A different model for agent B (cross-model control).")] = None,
+    condition: Annotated[
+        str, typer.Option("--condition", "-c", help="Framing template in prompts/conditions/.")
+    ] = "clone-aware",
+    turns: Annotated[int, typer.Option("--turns", "-n", help="Maximum number of turns (both agents together).")] = 6,
+    seed: Annotated[int | None, typer.Option(help="Seed for sampling; random (and recorded) if omitted.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (model default if omitted).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Maximum tokens per turn (model default if omitted).")] = None,
+    token_budget: Annotated[
+        int | None, typer.Option(help="Stop once both agents together generated this many tokens.")
+    ] = None,
+    stop_phrase: Annotated[
+        str, typer.Option(help="Either agent ends the dialogue by writing this; '' disables it.")
+    ] = DEFAULT_STOP_PHRASE,
+    opening: Annotated[str, typer.Option(help="Opening template in prompts/openings/.")] = "default",
+    first: Annotated[
+        str | None, typer.Option(help="Who speaks first, A or B (default: alternates by replicate).")
+    ] = None,
+    experiment: Annotated[str, typer.Option(help="Experiment to file the dialogue under.")] = ADHOC_EXPERIMENT,
+    var: Annotated[
+        list[str] | None, typer.Option("--var", help="Set a prompt variable, NAME=VALUE (repeatable).")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="Async backend: asyncio or trio.", hidden=True)] = "asyncio",
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Run a live clone dialogue, streamed here and stored turn by turn."""
+    from clonechat.cli.run import run_live
+
+    def go() -> int:
+        if first not in (None, "A", "B"):
+            raise ConfigError(f"--first must be A or B (got {first!r})")
+        if backend not in ("asyncio", "trio"):
+            raise ConfigError(f"--backend must be asyncio or trio (got {backend!r})")
+        request = DialogueRequest(
+            condition=condition,
+            model_a=model,
+            model_b=model_b,
+            max_turns=turns,
+            seed=seed,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stop_phrase=stop_phrase,
+            token_budget=token_budget,
+            opening=opening,
+            first_speaker=first,  # type: ignore[arg-type]
+            experiment=experiment,
+            variables=_parse_vars(var or []),
+        )
+        console = Console(highlight=False)
+        with Database.open(db) as database:
+            outcome = anyio.run(run_live, database, request, console, backend=backend)
+        if outcome is None:
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED if outcome.status == "failed" else 0
+
+    raise typer.Exit(report_errors(go))
+
+
+@app.command("ls")
+def list_dialogues(
+    experiment: Annotated[str | None, typer.Option(help="Only dialogues of this experiment.")] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many, newest first.")] = 50,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """List stored dialogues, newest first."""
+
+    def go() -> None:
+        with Database.open(db, create=False) as database:
+            rows = reads.list_dialogues(database, experiment=experiment, limit=limit)
+        if not rows:
+            Console().print("no dialogues yet: start one with [bold]clonechat run[/bold]")
+            return
+        table = Table(box=None, header_style="bold")
+        for column in ("id", "experiment", "condition", "rep", "status", "turns", "models", "created (UTC)"):
+            table.add_column(column)
+        for r in rows:
+            status = r.status + (f" ({r.stop_reason})" if r.stop_reason else "")
+            models = r.model_a if r.model_a == r.model_b else f"{r.model_a} / {r.model_b}"
+            table.add_row(
+                r.id,
+                r.experiment,
+                r.condition,
+                str(r.replicate),
+                status,
+                str(r.turns),
+                models,
+                r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            )
+        Console().print(table)
+
+    report_errors(go)
+
+
+@app.command()
+def show(
+    dialogue_id: Annotated[str, typer.Argument(metavar="ID", help="Dialogue id (a unique prefix is enough).")],
+    node: Annotated[
+        str | None, typer.Option(help="Print the path ending at this node instead of the dialogue's head.")
+    ] = None,
+    prompts: Annotated[bool, typer.Option("--prompts", help="Also print both agents' system prompts.")] = False,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Print one dialogue from the database: a path through its tree, with per-turn metadata."""
+
+    def go() -> None:
+        console = Console(highlight=False)
+        with Database.open(db, create=False) as database:
+            dialogue = reads.resolve_dialogue(database, dialogue_id)
+            path = reads.path_to(database, node) if node else reads.dialogue_path(database, dialogue)
+            if node and path and path[0].dialogue_id != dialogue.id:
+                raise ConfigError(f"node {node} belongs to another dialogue ({path[0].dialogue_id})")
+            system = {
+                "A": reads.prompt_text(database, dialogue.system_prompt_a),
+                "B": reads.prompt_text(database, dialogue.system_prompt_b),
+            }
+        status = dialogue.status + (f" ({dialogue.stop_reason})" if dialogue.stop_reason else "")
+        console.print(f"[bold]dialogue {dialogue.id}[/bold]  {status}")
+        console.print(
+            f"[dim]models A={dialogue.model_a} B={dialogue.model_b} · replicate {dialogue.replicate} · "
+            f"seed {dialogue.seed} · {dialogue.first_speaker} first · max {dialogue.max_turns} turns[/dim]"
+        )
+        if dialogue.error:
+            console.print(f"[red]error: {escape(dialogue.error)}[/red]")
+        if prompts:
+            for name, text in system.items():
+                console.print(f"\n[bold]system prompt {name}[/bold]\n[dim]{escape(text)}[/dim]")
+        for n in path:
+            record = reads.node_record(n)
+            style = SPEAKER_STYLE.get(n.speaker, "bold")
+            label = "opening" if n.kind == "opening" else f"turn {n.turn_index}"
+            console.print(f"\n[{style}]{n.speaker}[/{style}] [dim]{label} · {n.id}[/dim]")
+            console.print(escape(n.content))
+            meta = node_metadata(record)
+            if meta:
+                console.print(f"[dim]{escape(meta)}[/dim]")
+
+    report_errors(go)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["EXIT_USAGE", "app", "fail", "main"]

@@ -1,0 +1,82 @@
+"""Printing a live dialogue to the terminal: one engine-event consumer among others."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+
+from clonechat.engine.events import (
+    DialogueEnded,
+    DialogueStarted,
+    Event,
+    NodeCompleted,
+    TokenDelta,
+    TurnFailed,
+    TurnStarted,
+)
+from clonechat.engine.records import NodeRecord
+
+SPEAKER_STYLE = {"A": "bold cyan", "B": "bold magenta", "researcher": "bold yellow"}
+
+
+def node_metadata(node: NodeRecord) -> str:
+    """One dim line of per-turn facts: model, tokens, cache reuse, latency, finish reason."""
+    parts: list[str] = []
+    if node.model:
+        parts.append(node.model)
+    if node.prompt_tokens is not None:
+        prompt = f"prompt {node.prompt_tokens} tok"
+        if node.prompt_tokens_evaluated is not None:
+            prompt += f" ({node.prompt_tokens_evaluated} evaluated, {node.prompt_tokens_cached or 0} cached)"
+        parts.append(prompt)
+    if node.completion_tokens is not None:
+        parts.append(f"{node.completion_tokens} tok out")
+    if node.latency_ms is not None:
+        parts.append(f"{node.latency_ms / 1000:.2f} s")
+    if node.finish_reason:
+        parts.append(f"finish {node.finish_reason}")
+    if node.error:
+        parts.append(f"error: {node.error}")
+    return " · ".join(parts)
+
+
+class LivePrinter:
+    """Streams tokens as they arrive, with speaker labels and a metadata line per turn."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._streaming = False
+
+    async def __call__(self, event: Event) -> None:
+        c = self.console
+        if isinstance(event, DialogueStarted):
+            note = f", continuing after turn {event.existing_turns}" if event.existing_turns else ""
+            c.print(f"[dim]dialogue {event.dialogue_id} · {event.first_speaker} speaks first{note}[/dim]")
+        elif isinstance(event, TurnStarted):
+            style = SPEAKER_STYLE[event.speaker]
+            c.print(f"\n[{style}]{event.speaker}[/{style}] [dim]turn {event.turn_index}[/dim]")
+            self._streaming = True
+        elif isinstance(event, TokenDelta):
+            c.out(event.text, end="", highlight=False)
+            c.file.flush()
+        elif isinstance(event, NodeCompleted):
+            node = event.node
+            if node.kind == "opening":
+                c.print(f"[{SPEAKER_STYLE['researcher']}]researcher[/] [dim](opening)[/dim]\n{escape(node.content)}")
+            elif node.kind == "turn":
+                c.print()
+                c.print(f"[dim]{escape(node_metadata(node))}[/dim]")
+            self._streaming = False
+        elif isinstance(event, TurnFailed):
+            if self._streaming:
+                c.print()
+            c.print(f"[red]turn {event.turn_index} ({event.speaker}) failed: {escape(event.error)}[/red]")
+        elif isinstance(event, DialogueEnded):
+            if self._streaming:
+                c.print()
+                self._streaming = False
+            style = {"completed": "green", "interrupted": "yellow", "failed": "red"}.get(event.status, "white")
+            c.print(
+                f"\n[{style}]dialogue {event.dialogue_id} {event.status}[/{style}] "
+                f"({event.reason}) after {event.turns} turns"
+            )

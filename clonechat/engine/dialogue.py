@@ -1,0 +1,266 @@
+"""Run one clone dialogue: two agents taking turns until a stop condition.
+
+The engine is pure AnyIO and reports everything through events; it never touches a database
+or a screen. It can start from any path through the tree, which is how resuming after a crash
+and continuing a branch both work: the path is the state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import anyio
+
+from clonechat.engine.events import (
+    DialogueEnded,
+    DialogueStarted,
+    EventSink,
+    NodeCompleted,
+    TokenDelta,
+    TurnFailed,
+    TurnStarted,
+)
+from clonechat.engine.records import (
+    AgentName,
+    DialogueStatus,
+    NodeRecord,
+    StopReason,
+    new_id,
+    other,
+    turn_seed,
+)
+from clonechat.engine.views import agent_view
+from clonechat.errors import ConfigError, ProviderError
+from clonechat.providers.base import ChatRequest, Completion, GenerationParams, Provider
+
+DEFAULT_STOP_PHRASE = "^C^C"
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: AgentName
+    provider: Provider
+    system_prompt: str
+    params: GenerationParams = field(default_factory=GenerationParams)
+
+
+@dataclass(frozen=True)
+class DialogueSettings:
+    dialogue_id: str
+    max_turns: int
+    first_speaker: AgentName = "A"
+    stop_phrase: str | None = DEFAULT_STOP_PHRASE
+    #: Total completion tokens both agents may generate; ``None`` for no limit.
+    token_budget: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_turns < 1:
+            raise ConfigError(f"max turns must be at least 1 (got {self.max_turns})")
+        if self.token_budget is not None and self.token_budget < 1:
+            raise ConfigError(f"token budget must be at least 1 (got {self.token_budget})")
+
+
+@dataclass(frozen=True)
+class DialogueOutcome:
+    status: DialogueStatus
+    reason: StopReason
+    path: list[NodeRecord]
+    error: str | None = None
+
+    @property
+    def turns(self) -> list[NodeRecord]:
+        return [node for node in self.path if node.kind == "turn"]
+
+
+def opening_node(dialogue_id: str, text: str) -> NodeRecord:
+    """The root of a dialogue's tree: the researcher's first message."""
+    return NodeRecord(
+        id=new_id(),
+        dialogue_id=dialogue_id,
+        parent_id=None,
+        speaker="researcher",
+        kind="opening",
+        turn_index=0,
+        content=text,
+    )
+
+
+def _next_speaker(path: Sequence[NodeRecord], first: AgentName) -> AgentName:
+    for node in reversed(path):
+        if node.kind == "turn" and node.speaker != "researcher":
+            return other(node.speaker)
+    return first
+
+
+class _DialogueRun:
+    def __init__(
+        self,
+        settings: DialogueSettings,
+        agents: Sequence[Agent],
+        path: Sequence[NodeRecord],
+        emit: EventSink,
+    ) -> None:
+        if not path or path[0].kind != "opening":
+            raise ConfigError("a dialogue path must start at its opening node")
+        self.settings = settings
+        self.agents = {agent.name: agent for agent in agents}
+        if set(self.agents) != {"A", "B"}:
+            raise ConfigError("a dialogue needs exactly agents A and B")
+        self.path = list(path)
+        self.emit = emit
+        self.tokens_used = sum(node.completion_tokens or 0 for node in self.path if node.kind == "turn")
+
+    @property
+    def turns_done(self) -> int:
+        return sum(1 for node in self.path if node.kind == "turn")
+
+    async def run(self) -> DialogueOutcome:
+        s = self.settings
+        await self.emit(DialogueStarted(s.dialogue_id, s.first_speaker, self.turns_done))
+        try:
+            reason = await self._loop()
+        except ProviderError as exc:
+            return await self._end("failed", "error", str(exc))
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._end("interrupted", "cancelled")
+            raise
+        return await self._end("completed", reason)
+
+    async def _end(self, status: DialogueStatus, reason: StopReason, error: str | None = None) -> DialogueOutcome:
+        s = self.settings
+        await self.emit(DialogueEnded(s.dialogue_id, status, reason, self.turns_done, self.path[-1].id, error))
+        return DialogueOutcome(status, reason, self.path, error)
+
+    def _stop_reason_after(self, node: NodeRecord, completion: Completion) -> StopReason | None:
+        s = self.settings
+        if s.stop_phrase and (completion.stop_sequence == s.stop_phrase or s.stop_phrase in node.content):
+            return "stop_phrase"
+        if completion.finish_reason == "context_full":
+            return "context_full"
+        if s.token_budget is not None and self.tokens_used >= s.token_budget:
+            return "token_budget"
+        if self.turns_done >= s.max_turns:
+            return "max_turns"
+        return None
+
+    async def _loop(self) -> StopReason:
+        s = self.settings
+        if self.turns_done >= s.max_turns:
+            return "max_turns"
+        if s.token_budget is not None and self.tokens_used >= s.token_budget:
+            return "token_budget"
+        while True:
+            node, completion = await self._take_turn()
+            self.path.append(node)
+            self.tokens_used += node.completion_tokens or 0
+            await self.emit(NodeCompleted(node))
+            reason = self._stop_reason_after(node, completion)
+            if reason is not None:
+                return reason
+
+    async def _take_turn(self) -> tuple[NodeRecord, Completion]:
+        s = self.settings
+        speaker = _next_speaker(self.path, s.first_speaker)
+        agent = self.agents[speaker]
+        turn_index = self.turns_done + 1
+        node_id = new_id()
+        parent_id = self.path[-1].id
+        params = agent.params
+        if s.seed is not None:
+            params = GenerationParams(**{**params.__dict__, "seed": turn_seed(s.seed, turn_index)})
+        if s.token_budget is not None:
+            remaining = max(1, s.token_budget - self.tokens_used)
+            params = GenerationParams(**{**params.__dict__, "max_tokens": min(params.max_tokens, remaining)})
+        request = ChatRequest(
+            messages=agent_view(speaker, agent.system_prompt, self.path, s.first_speaker),
+            params=params,
+            stop=(s.stop_phrase,) if s.stop_phrase else (),
+            cache_key=f"{s.dialogue_id}:{speaker}",
+        )
+        await self.emit(TurnStarted(s.dialogue_id, node_id, parent_id, speaker, turn_index, agent.provider.model_name))
+
+        async def on_delta(text: str) -> None:
+            await self.emit(TokenDelta(s.dialogue_id, node_id, speaker, text))
+
+        started = time.perf_counter()
+        try:
+            completion = await agent.provider.generate(request, on_delta)
+        except ProviderError as exc:
+            await self._record_failure(node_id, parent_id, speaker, turn_index, agent, str(exc), started)
+            raise
+        content = completion.text
+        if completion.stop_sequence:
+            # Keep the stop phrase in the transcript: it is what the agent chose to say.
+            content += completion.stop_sequence
+        node = NodeRecord(
+            id=node_id,
+            dialogue_id=s.dialogue_id,
+            parent_id=parent_id,
+            speaker=speaker,
+            kind="turn",
+            turn_index=turn_index,
+            content=content,
+            model=completion.model or agent.provider.model_name,
+            params=params.as_dict(),
+            prompt_tokens=completion.prompt_tokens,
+            prompt_tokens_evaluated=completion.prompt_tokens_evaluated,
+            prompt_tokens_cached=completion.prompt_tokens_cached,
+            completion_tokens=completion.completion_tokens,
+            time_to_first_token_ms=None
+            if completion.time_to_first_token is None
+            else completion.time_to_first_token * 1000,
+            latency_ms=completion.latency * 1000 if completion.latency else (time.perf_counter() - started) * 1000,
+            finish_reason=completion.finish_reason,
+        )
+        return node, completion
+
+    async def _record_failure(
+        self,
+        node_id: str,
+        parent_id: str,
+        speaker: AgentName,
+        turn_index: int,
+        agent: Agent,
+        error: str,
+        started: float,
+    ) -> None:
+        s = self.settings
+        await self.emit(TurnFailed(s.dialogue_id, node_id, speaker, turn_index, error))
+        # An error node hangs off the path as a record of what happened; it is not part of
+        # the conversation and never enters a view.
+        await self.emit(
+            NodeCompleted(
+                NodeRecord(
+                    id=node_id,
+                    dialogue_id=s.dialogue_id,
+                    parent_id=parent_id,
+                    speaker=speaker,
+                    kind="error",
+                    turn_index=turn_index,
+                    content="",
+                    model=agent.provider.model_name,
+                    params=agent.params.as_dict(),
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    error=error,
+                )
+            )
+        )
+
+
+async def run_dialogue(
+    settings: DialogueSettings,
+    agents: Sequence[Agent],
+    path: Sequence[NodeRecord],
+    emit: EventSink,
+) -> DialogueOutcome:
+    """Continue the dialogue from the end of ``path`` until a stop condition.
+
+    ``path`` runs from the opening node to the leaf to continue from: just the opening for a
+    new dialogue, the stored turns when resuming, any node's ancestry when branching.
+    Cancellation emits ``DialogueEnded(status="interrupted")`` and re-raises.
+    """
+    return await _DialogueRun(settings, agents, path, emit).run()

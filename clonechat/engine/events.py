@@ -1,0 +1,75 @@
+"""Typed events the engine emits. Consumers (store recorder, CLI, TUI, batch progress) react
+to these; the engine never calls them by name, so it stays free of SQL and Textual."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from clonechat.engine.records import AgentName, DialogueStatus, NodeRecord, StopReason
+
+
+@dataclass(frozen=True)
+class DialogueStarted:
+    dialogue_id: str
+    first_speaker: AgentName
+    #: Number of turns already on the path when the engine started (non-zero on resume).
+    existing_turns: int
+
+
+@dataclass(frozen=True)
+class TurnStarted:
+    dialogue_id: str
+    node_id: str
+    parent_id: str
+    speaker: AgentName
+    turn_index: int
+    model: str
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    dialogue_id: str
+    node_id: str
+    speaker: AgentName
+    text: str
+
+
+@dataclass(frozen=True)
+class NodeCompleted:
+    """A node is final: an opening, a finished turn, or an error record."""
+
+    node: NodeRecord
+
+
+@dataclass(frozen=True)
+class TurnFailed:
+    dialogue_id: str
+    node_id: str
+    speaker: AgentName
+    turn_index: int
+    error: str
+
+
+@dataclass(frozen=True)
+class DialogueEnded:
+    dialogue_id: str
+    status: DialogueStatus
+    reason: StopReason
+    turns: int
+    leaf_id: str
+    error: str | None = None
+
+
+Event = DialogueStarted | TurnStarted | TokenDelta | NodeCompleted | TurnFailed | DialogueEnded
+EventSink = Callable[[Event], Awaitable[None]]
+
+
+def fan_out(*sinks: EventSink) -> EventSink:
+    """One sink that passes each event to every given sink, in order."""
+
+    async def emit(event: Event) -> None:
+        for sink in sinks:
+            await sink(event)
+
+    return emit

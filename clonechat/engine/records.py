@@ -1,0 +1,68 @@
+"""What the engine knows about a conversation: nodes on a path from the root to a leaf."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from ulid import ULID
+
+Speaker = Literal["A", "B", "researcher"]
+AgentName = Literal["A", "B"]
+NodeKind = Literal["opening", "turn", "error", "prediction", "report", "coordination"]
+DialogueStatus = Literal["pending", "running", "completed", "interrupted", "failed"]
+StopReason = Literal["max_turns", "stop_phrase", "token_budget", "context_full", "cancelled", "error"]
+
+#: Node kinds that are part of the conversation the agents see.
+CONVERSATION_KINDS: frozenset[str] = frozenset({"opening", "turn"})
+
+
+def new_id() -> str:
+    """A ULID: unique, and sorts by creation time, so logs and trees read in order."""
+    return str(ULID())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def other(agent: AgentName) -> AgentName:
+    return "B" if agent == "A" else "A"
+
+
+def turn_seed(dialogue_seed: int | None, turn_index: int, purpose: str = "turn") -> int | None:
+    """A per-turn sampling seed derived from the dialogue's seed.
+
+    Deriving it from the turn index (not from a running RNG) means a resumed or branched
+    dialogue samples turn *t* exactly as an uninterrupted one would.
+    """
+    if dialogue_seed is None:
+        return None
+    digest = hashlib.blake2b(f"{dialogue_seed}:{turn_index}:{purpose}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """One message in the dialogue tree, as the engine produced it."""
+
+    id: str
+    dialogue_id: str
+    parent_id: str | None
+    speaker: Speaker
+    kind: NodeKind
+    turn_index: int
+    content: str
+    model: str | None = None
+    params: dict[str, float | int] = field(default_factory=dict)
+    prompt_tokens: int | None = None
+    prompt_tokens_evaluated: int | None = None
+    prompt_tokens_cached: int | None = None
+    completion_tokens: int | None = None
+    time_to_first_token_ms: float | None = None
+    latency_ms: float | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    created_at: datetime = field(default_factory=utcnow)

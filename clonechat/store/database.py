@@ -1,0 +1,131 @@
+"""Opening the run database: pragmas, transactions, migrations, and clear errors.
+
+SQLite in WAL mode lets readers (the TUI, ``clonechat query``) work while the single writer
+commits. The writer's transactions start with ``BEGIN IMMEDIATE`` so a second writing process
+waits on ``busy_timeout`` at the start of a transaction instead of failing half-way through it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session
+
+from clonechat.errors import StoreError
+from clonechat.store import migrations
+
+DEFAULT_DB = Path("runs") / "clonechat.db"
+DB_ENV_VAR = "CLONECHAT_DB"
+BUSY_TIMEOUT_MS = 10_000
+
+
+def default_db_path() -> Path:
+    """``$CLONECHAT_DB`` if set, else ``runs/clonechat.db`` under the current directory."""
+    env = os.environ.get(DB_ENV_VAR)
+    return Path(env) if env else DEFAULT_DB
+
+
+def _make_engine(path: Path, *, immediate: bool, readonly: bool = False) -> Engine:
+    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    engine = create_engine(
+        "sqlite://",
+        creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000),
+        # One connection per checkout; the writer is one task and readers are short-lived, and
+        # it keeps file handles from leaking across threads and forks.
+        poolclass=NullPool,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event decide how transactions start (pysqlite otherwise
+        # issues its own deferred BEGIN).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if not readonly:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """A clonechat run database file.
+
+    ``Database.open`` checks the file, upgrades its schema and returns an object with a writer
+    engine (used only by the store writer) and a reader engine for everything else.
+    """
+
+    def __init__(self, path: Path, writer: Engine, reader: Engine) -> None:
+        self.path = path
+        self.writer_engine = writer
+        self.reader_engine = reader
+
+    @classmethod
+    def open(cls, path: Path | str | None = None, *, create: bool = True) -> Database:
+        db_path = Path(path) if path is not None else default_db_path()
+        if db_path.is_dir():
+            raise StoreError(f"database path {db_path} is a directory")
+        if not db_path.exists():
+            if not create:
+                raise StoreError(f"no database at {db_path}")
+            try:
+                db_path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create database folder {db_path.parent}: {exc.strerror or exc}") from None
+        writer = _make_engine(db_path, immediate=True)
+        try:
+            with writer.begin() as conn:
+                _check_is_clonechat(conn, db_path)
+                migrations.migrate(conn)
+        except StoreError:
+            writer.dispose()
+            raise
+        except (OperationalError, DatabaseError) as exc:
+            writer.dispose()
+            reason = str(exc.orig) if exc.orig is not None else str(exc)
+            if isinstance(exc, OperationalError) and "unable to open" in reason:
+                raise StoreError(f"cannot open database {db_path}: {reason}") from None
+            raise StoreError(f"{db_path} is not a usable SQLite database: {reason}") from None
+        return cls(db_path, writer, _make_engine(db_path, immediate=False))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A read session on its own connection (safe while the writer commits)."""
+        with Session(self.reader_engine) as session:
+            yield session
+
+    def close(self) -> None:
+        self.writer_engine.dispose()
+        self.reader_engine.dispose()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_is_clonechat(conn: Connection, path: Path) -> None:
+    version = migrations.current_version(conn)
+    if version > migrations.SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this clonechat understands "
+            f"({migrations.SCHEMA_VERSION}): upgrade clonechat"
+        )
+    if version == 0 and migrations.user_tables(conn):
+        raise StoreError(f"{path} is an SQLite database but not a clonechat one (it has other tables)")

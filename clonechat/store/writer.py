@@ -1,0 +1,129 @@
+"""The single writer: one task owns every write to the database and commits in small batches.
+
+Producers hand it write functions; it drains whatever has queued up (up to ``max_batch``),
+runs them in one ``BEGIN IMMEDIATE`` transaction in a worker thread, and moves on. Batching
+amortises the commit cost when hundreds of dialogues are in flight, while a lone dialogue still
+sees each turn committed within milliseconds. On shutdown (including cancellation) it drains
+the queue before returning, so every turn handed to it is stored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from clonechat.errors import StoreError
+from clonechat.store.database import Database
+
+T = TypeVar("T")
+WriteFunction = Callable[[Connection], Any]
+
+
+@dataclass
+class _Job:
+    fn: WriteFunction
+    done: anyio.Event | None = None
+    result: Any = None
+    error: BaseException | None = field(default=None)
+
+
+class StoreWriter:
+    def __init__(self, db: Database, *, max_batch: int = 512) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._send: MemoryObjectSendStream[_Job]
+        self._receive: MemoryObjectReceiveStream[_Job]
+        self._send, self._receive = anyio.create_memory_object_stream[_Job](max_buffer_size=math.inf)
+        self._failure: StoreError | None = None
+        self.committed_batches = 0
+
+    async def submit(self, fn: WriteFunction) -> None:
+        """Queue a write; it commits soon, in order with every other write."""
+        self._raise_if_failed()
+        await self._send.send(_Job(fn))
+
+    async def call(self, fn: Callable[[Connection], T]) -> T:
+        """Run a write and wait until it has committed; return its result."""
+        self._raise_if_failed()
+        job = _Job(fn, done=anyio.Event())
+        await self._send.send(job)
+        assert job.done is not None
+        await job.done.wait()
+        if job.error is not None:
+            raise StoreError(f"write to {self.db.path} failed: {job.error}") from job.error
+        return job.result  # type: ignore[no-any-return]
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far has committed."""
+        await self.call(lambda _conn: None)
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        """Worker thread: one transaction for the batch; if it fails, retry each job alone so
+        one bad write cannot take innocent ones down with it."""
+        try:
+            with self.db.writer_engine.begin() as conn:
+                for job in jobs:
+                    job.result = job.fn(conn)
+            return
+        except SQLAlchemyError:
+            if len(jobs) == 1:
+                raise
+        for job in jobs:
+            try:
+                with self.db.writer_engine.begin() as conn:
+                    job.result = job.fn(conn)
+            except SQLAlchemyError as exc:
+                job.error = exc
+
+    async def _run(self) -> None:
+        # Shielded: a cancelled dialogue must not stop its finished turns from being stored.
+        # The loop ends when the queue is closed and drained.
+        with anyio.CancelScope(shield=True):
+            async with self._receive:
+                async for first in self._receive:
+                    jobs = [first]
+                    while len(jobs) < self.max_batch:
+                        try:
+                            jobs.append(self._receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    try:
+                        await anyio.to_thread.run_sync(self._commit, jobs)
+                    except SQLAlchemyError as exc:
+                        jobs[0].error = exc
+                    self.committed_batches += 1
+                    for job in jobs:
+                        if job.error is not None and job.done is None and self._failure is None:
+                            self._failure = StoreError(f"write to {self.db.path} failed: {job.error}")
+                        if job.done is not None:
+                            job.done.set()
+
+    def close(self) -> None:
+        self._send.close()
+
+
+@asynccontextmanager
+async def open_writer(db: Database, *, max_batch: int = 512) -> AsyncIterator[StoreWriter]:
+    """Start the writer task; on exit, wait until everything submitted has committed."""
+    writer = StoreWriter(db, max_batch=max_batch)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer._run)
+        try:
+            yield writer
+        finally:
+            writer.close()
+    # Raised here, after the task group, so callers see a plain StoreError.
+    writer._raise_if_failed()
