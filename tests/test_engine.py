@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import anyio
 import pytest
 
@@ -56,7 +58,7 @@ async def test_views_only_grow_by_appending() -> None:
     for request in provider.requests:
         by_agent.setdefault(request.cache_key, []).append(request)
     for requests in by_agent.values():
-        for earlier, later in zip(requests, requests[1:], strict=False):
+        for earlier, later in itertools.pairwise(requests):
             assert list(later.messages[: len(earlier.messages)]) == list(earlier.messages)
 
 
@@ -73,7 +75,15 @@ async def test_events_stream_in_order() -> None:
     log = EventLog()
     await run_dialogue(settings(max_turns=1), two_agents(provider), new_path(), log)
     kinds = [type(e).__name__ for e in log.events]
-    assert kinds == ["DialogueStarted", "TurnStarted", "TokenDelta", "TokenDelta", "TokenDelta", "NodeCompleted", "DialogueEnded"]
+    assert kinds == [
+        "DialogueStarted",
+        "TurnStarted",
+        "TokenDelta",
+        "TokenDelta",
+        "TokenDelta",
+        "NodeCompleted",
+        "DialogueEnded",
+    ]
     assert "".join(e.text for e in log.of(TokenDelta)) == "one two three"  # type: ignore[attr-defined]
 
 

@@ -36,6 +36,12 @@ class _Job:
     error: BaseException | None = field(default=None)
 
 
+def _reason(error: BaseException) -> str:
+    """One line: the database's own message, without SQLAlchemy's SQL echo and links."""
+    original = getattr(error, "orig", None)
+    return str(original if original is not None else error).splitlines()[0]
+
+
 class StoreWriter:
     def __init__(self, db: Database, *, max_batch: int = 512) -> None:
         self.db = db
@@ -59,7 +65,7 @@ class StoreWriter:
         assert job.done is not None
         await job.done.wait()
         if job.error is not None:
-            raise StoreError(f"write to {self.db.path} failed: {job.error}") from job.error
+            raise StoreError(f"write to {self.db.path} failed: {_reason(job.error)}") from job.error
         return job.result  # type: ignore[no-any-return]
 
     async def flush(self) -> None:
@@ -107,7 +113,7 @@ class StoreWriter:
                     self.committed_batches += 1
                     for job in jobs:
                         if job.error is not None and job.done is None and self._failure is None:
-                            self._failure = StoreError(f"write to {self.db.path} failed: {job.error}")
+                            self._failure = StoreError(f"write to {self.db.path} failed: {_reason(job.error)}")
                         if job.done is not None:
                             job.done.set()
 
@@ -119,11 +125,18 @@ class StoreWriter:
 async def open_writer(db: Database, *, max_batch: int = 512) -> AsyncIterator[StoreWriter]:
     """Start the writer task; on exit, wait until everything submitted has committed."""
     writer = StoreWriter(db, max_batch=max_batch)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(writer._run)
-        try:
-            yield writer
-        finally:
-            writer.close()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer._run)
+            try:
+                yield writer
+            finally:
+                writer.close()
+    except BaseExceptionGroup as group:
+        # The writer task itself never raises, so a group here wraps the caller's own single
+        # exception: hand it back unwrapped, as if there were no task group.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from group.exceptions[0].__cause__
+        raise
     # Raised here, after the task group, so callers see a plain StoreError.
     writer._raise_if_failed()
