@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import anyio
@@ -10,7 +11,7 @@ import pytest
 from clonechat.engine.dialogue import run_dialogue
 from clonechat.engine.events import TokenDelta
 from clonechat.providers.base import ChatMessage, ChatRequest, GenerationParams
-from clonechat.providers.embedded import SMOLLM2_NAME, EmbeddedProvider, find_smollm2_gguf
+from clonechat.providers.embedded import SMOLLM2_NAME, EmbeddedProvider, _Context, find_smollm2_gguf
 from clonechat.registry import ProviderPool
 from clonechat.session import DialogueRequest, prepare_dialogue
 from clonechat.store import reads
@@ -69,17 +70,25 @@ async def test_four_turn_dialogue_is_stored_and_read_back(db: Database) -> None:
 
 
 async def test_each_agent_reuses_its_own_kv_cache(db: Database) -> None:
-    dialogue_id, _ = await run_stored(db, DialogueRequest(max_turns=5, max_tokens=32, seed=2, first_speaker="A"))
+    # Sampled (temperature 0.9) and long enough that re-tokenizing a reply would differ from
+    # the tokens the model generated: the cache must survive that.
+    request = DialogueRequest(
+        max_turns=5, max_tokens=96, seed=2, temperature=0.9, first_speaker="A", stop_phrase="", condition="no-frame"
+    )
+    dialogue_id, _ = await run_stored(db, request)
     turns = [n for n in reads.dialogue_path(db, reads.resolve_dialogue(db, dialogue_id)) if n.kind == "turn"]
     # Turns 1 and 2 are each agent's first: the whole prompt is new.
     assert turns[0].prompt_tokens_cached == 0
     assert turns[1].prompt_tokens_cached == 0
-    for node in turns[2:]:
-        assert node.prompt_tokens_cached is not None and node.prompt_tokens is not None
+    for previous, node in itertools.pairwise(turns[1:]):
+        assert node.prompt_tokens_cached is not None
+        assert node.prompt_tokens is not None
         assert node.prompt_tokens_evaluated is not None
+        assert previous.completion_tokens is not None
         assert node.prompt_tokens_cached + node.prompt_tokens_evaluated == node.prompt_tokens
-        # Only the partner's latest message and the chat markup around it are evaluated.
-        assert node.prompt_tokens_evaluated <= 32 + 20
+        # Only the partner's latest message and the chat markup around it are evaluated:
+        # the agent's own history, including its own last reply, comes from its cache.
+        assert node.prompt_tokens_evaluated <= previous.completion_tokens + 16
         assert node.prompt_tokens_cached > node.prompt_tokens_evaluated
 
 
@@ -114,3 +123,25 @@ async def test_cancelling_mid_generation_stops_the_worker_promptly() -> None:
     await provider.aclose()
     assert seen, "tokens streamed before the cancel"
     assert elapsed < 2.0
+
+
+def test_prompt_keeps_the_exact_tokens_the_model_generated() -> None:
+    """A reply whose sampled tokens differ from how the tokenizer would split its text must
+    not invalidate the KV cache: the next prompt reuses the sampled tokens verbatim."""
+    context = _Context(find_smollm2_gguf(), 512, 2)
+    try:
+        tokenize = context.llm.tokenize
+        text = "<|im_start|>assistant\nwhat a day"
+        canonical = tokenize(text.encode(), add_bos=False, special=True)
+        pieces = ["<|im_start|>assistant\n", "w", "hat", " a", " day"]
+        sampled = [t for piece in pieces for t in tokenize(piece.encode(), add_bos=False, special=True)]
+        assert sampled != canonical
+        context._history = (text, sampled)
+        follow_up = text + "<|im_end|>\n<|im_start|>user\nok<|im_end|>\n"
+        tokens = context._tokens_for(follow_up)
+        assert tokens[: len(sampled)] == sampled
+        assert context.llm.detokenize(tokens, special=True).decode() == follow_up
+        # A prompt that does not extend the history is tokenized from scratch.
+        assert context._tokens_for("<|im_start|>user\nhi") == tokenize(b"<|im_start|>user\nhi", False, True)
+    finally:
+        context.llm.close()

@@ -125,7 +125,8 @@ def list_dialogues(
             Console().print("no dialogues yet: start one with [bold]clonechat run[/bold]")
             return
         table = Table(box=None, header_style="bold")
-        for column in ("id", "experiment", "condition", "rep", "status", "turns", "models", "created (UTC)"):
+        table.add_column("id", no_wrap=True, min_width=26)  # ids are copied: never cut them
+        for column in ("experiment", "condition", "rep", "status", "turns", "models", "created (UTC)"):
             table.add_column(column)
         for r in rows:
             status = r.status + (f" ({r.stop_reason})" if r.stop_reason else "")

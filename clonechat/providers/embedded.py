@@ -89,11 +89,30 @@ class _Context:
             bos_token=self.llm.detokenize([bos], special=True).decode() if bos >= 0 else "",
         )
         self._vocab = self.llm._model.vocab
+        #: The text of the last prompt plus what was generated after it, and its exact tokens.
+        self._history: tuple[str, list[int]] = ("", [])
         self._add_bos = self.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
 
-    def prompt_tokens(self, request: ChatRequest) -> list[int]:
+    def render(self, request: ChatRequest) -> str:
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         prompt: str = self._formatter(messages=messages).prompt
+        return prompt
+
+    def prompt_tokens(self, request: ChatRequest) -> list[int]:
+        return self._tokens_for(self.render(request))
+
+    def _tokens_for(self, prompt: str) -> list[int]:
+        """Tokens for ``prompt``, keeping the exact tokens of this context's previous turn.
+
+        Re-tokenizing a reply rarely reproduces the tokens the model sampled (it may have
+        written "w"+"hat" where the tokenizer says "what"), and the first difference would
+        throw away the KV cache from that point on. When the new prompt extends the previous
+        prompt plus the generated text, only the new suffix is tokenized.
+        """
+        history_text, history_tokens = self._history
+        if history_text and prompt.startswith(history_text):
+            suffix = prompt[len(history_text) :].encode("utf-8")
+            return history_tokens + list(self.llm.tokenize(suffix, add_bos=False, special=True))
         tokens: list[int] = self.llm.tokenize(prompt.encode("utf-8"), add_bos=self._add_bos, special=True)
         return tokens
 
@@ -110,7 +129,8 @@ class _Context:
     ) -> Completion:
         started = time.perf_counter()
         llm = self.llm
-        tokens = self.prompt_tokens(request)
+        prompt = self.render(request)
+        tokens = self._tokens_for(prompt)
         n_ctx = llm.n_ctx()
         cached = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
         if cached >= len(tokens):
@@ -133,7 +153,8 @@ class _Context:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopSequenceFilter(request.stop)
         pieces: list[str] = []
-        generated = 0
+        generated_tokens: list[int] = []
+        generated_text: list[str] = []
         first_token_at: float | None = None
         finish: FinishReason = "length" if max_new == p.max_tokens else "context_full"
 
@@ -153,17 +174,22 @@ class _Context:
             if self.is_end_of_generation(token):
                 finish = "stop"
                 break
-            generated += 1
-            show(stops.feed(decoder.decode(llm.detokenize([token]))))
+            generated_tokens.append(token)
+            text = decoder.decode(llm.detokenize([token]))
+            generated_text.append(text)
+            show(stops.feed(text))
             if stops.matched is not None:
                 finish = "stop_sequence"
                 break
-            if generated >= max_new:
+            if len(generated_tokens) >= max_new:
                 break
             check_cancelled()
+        tail = decoder.decode(b"", final=True)
+        generated_text.append(tail)
         if stops.matched is None:
-            show(stops.feed(decoder.decode(b"", final=True)))
+            show(stops.feed(tail))
             show(stops.flush())
+        self._history = (prompt + "".join(generated_text), tokens + generated_tokens)
         return Completion(
             text="".join(pieces),
             finish_reason=finish,
@@ -172,7 +198,7 @@ class _Context:
             prompt_tokens=len(tokens),
             prompt_tokens_evaluated=len(tokens) - cached,
             prompt_tokens_cached=cached,
-            completion_tokens=generated,
+            completion_tokens=len(generated_tokens),
             time_to_first_token=None if first_token_at is None else first_token_at - started,
             latency=time.perf_counter() - started,
         )
