@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from sqlalchemy import func, text
@@ -112,23 +112,6 @@ def prompt_text(db: Database, prompt_hash: str) -> str:
 
 def node_record(node: Node) -> NodeRecord:
     """A stored node as the engine's record (for resuming and branching)."""
-    return NodeRecord(
-        id=node.id,
-        dialogue_id=node.dialogue_id,
-        parent_id=node.parent_id,
-        speaker=node.speaker,  # type: ignore[arg-type]
-        kind=node.kind,  # type: ignore[arg-type]
-        turn_index=node.turn_index,
-        content=node.content,
-        model=node.model,
-        params=dict(node.params),
-        prompt_tokens=node.prompt_tokens,
-        prompt_tokens_evaluated=node.prompt_tokens_evaluated,
-        prompt_tokens_cached=node.prompt_tokens_cached,
-        completion_tokens=node.completion_tokens,
-        time_to_first_token_ms=node.time_to_first_token_ms,
-        latency_ms=node.latency_ms,
-        finish_reason=node.finish_reason,
-        error=node.error,
-        created_at=node.created_at,
-    )
+    values = {f.name: getattr(node, f.name) for f in fields(NodeRecord)}
+    values["params"] = dict(node.params)
+    return NodeRecord(**values)

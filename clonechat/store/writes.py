@@ -8,7 +8,7 @@ never duplicates a row.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -121,27 +121,11 @@ def create_dialogue(conn: Connection, dialogue: NewDialogue) -> None:
 
 
 def node_row(node: NodeRecord) -> dict[str, Any]:
-    return {
-        "id": node.id,
-        "dialogue_id": node.dialogue_id,
-        "parent_id": node.parent_id,
-        "speaker": node.speaker,
-        "kind": node.kind,
-        "turn_index": node.turn_index,
-        "content": node.content,
-        "model": node.model,
-        "params": dict(node.params),
-        "prompt_tokens": node.prompt_tokens,
-        "prompt_tokens_evaluated": node.prompt_tokens_evaluated,
-        "prompt_tokens_cached": node.prompt_tokens_cached,
-        "completion_tokens": node.completion_tokens,
-        "time_to_first_token_ms": node.time_to_first_token_ms,
-        "latency_ms": node.latency_ms,
-        "finish_reason": node.finish_reason,
-        "error": node.error,
-        "target_node_id": None,
-        "created_at": node.created_at,
-    }
+    """The ``node`` table row for an engine record (the record's fields are a subset of the
+    table's columns, by design)."""
+    row = {f.name: getattr(node, f.name) for f in fields(NodeRecord)}
+    row["params"] = dict(node.params)
+    return row
 
 
 def insert_nodes(conn: Connection, nodes: list[NodeRecord]) -> None:
