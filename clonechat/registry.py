@@ -1,16 +1,49 @@
 """Which models clonechat can talk to, by name, and one shared provider per model.
 
 Built in: ``local`` (the embedded SmolLM2) and ``scripted`` (deterministic canned replies, for
-tests and orchestration benchmarks only).
+tests and orchestration benchmarks only). More come from TOML files, merged in this order (a
+later file overrides a model of the same name):
+
+1. ``~/.config/clonechat/models.toml`` (user-level)
+2. ``models.toml`` in the current directory (project-level)
+3. the file named by ``$CLONECHAT_MODELS`` or ``--models-file``
+
+An entry::
+
+    [models.llama-8b]
+    provider = "openai-compatible"        # or "anthropic", "local"
+    base_url = "http://127.0.0.1:8000/v1"
+    model = "meta-llama/Llama-3.1-8B-Instruct"
+    api_key_env = "VLLM_API_KEY"           # optional: the variable holding the key
+    display_name = "Llama 3.1 8B"          # how the model is named to itself in prompts
+    max_connections = 8                    # per endpoint (shared by models on one base_url)
+    stream = true
+    idle_timeout = 60                      # seconds of silence before a stream counts as hung
+    retry_budget = 300                     # seconds to keep retrying 429/5xx/network errors
+    [models.llama-8b.defaults]
+    temperature = 0.8
+    max_tokens = 300
+
+API keys are read from the environment or a ``.env`` file in the current directory, at the
+moment a provider is created; they are never stored, logged or printed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
 
 from clonechat.errors import ConfigError
 from clonechat.providers.base import GenerationParams, Provider
+
+MODELS_ENV_VAR = "CLONECHAT_MODELS"
+PROVIDERS = ("local", "openai-compatible", "anthropic", "scripted")
 
 
 @dataclass(frozen=True)
@@ -20,7 +53,14 @@ class ModelSpec:
     #: How the model is named to itself in prompts (the ``model_name`` variable).
     display_name: str
     defaults: GenerationParams = field(default_factory=GenerationParams)
-    options: dict[str, object] = field(default_factory=dict)
+    base_url: str | None = None
+    model_id: str | None = None
+    api_key_env: str | None = None
+    max_connections: int = 8
+    stream: bool = True
+    idle_timeout: float = 60.0
+    retry_budget: float = 300.0
+    source: str = "built in"
 
 
 def _embedded_defaults() -> GenerationParams:
@@ -30,50 +70,205 @@ def _embedded_defaults() -> GenerationParams:
 
 
 BUILTIN_MODELS: dict[str, ModelSpec] = {
-    "local": ModelSpec("local", "embedded", "SmolLM2-135M-Instruct", _embedded_defaults()),
+    "local": ModelSpec("local", "local", "SmolLM2-135M-Instruct", _embedded_defaults()),
     "scripted": ModelSpec("scripted", "scripted", "a scripted test model", GenerationParams(temperature=0.0)),
 }
 
+_KNOWN_KEYS = {
+    "provider",
+    "base_url",
+    "model",
+    "api_key_env",
+    "display_name",
+    "max_connections",
+    "stream",
+    "idle_timeout",
+    "retry_budget",
+    "defaults",
+}
+
+
+def _spec_from_toml(name: str, raw: Any, source: Path) -> ModelSpec:
+    where = f"{source}: [models.{name}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(raw) - _KNOWN_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{sorted(unknown)[0]}' (known: {', '.join(sorted(_KNOWN_KEYS))})")
+    provider = raw.get("provider")
+    if provider not in ("local", "openai-compatible", "anthropic"):
+        raise ConfigError(f"{where}: provider must be local, openai-compatible or anthropic (got {provider!r})")
+    if provider != "local":
+        for key in ("base_url", "model"):
+            if not isinstance(raw.get(key), str) or not raw[key]:
+                raise ConfigError(f"{where}: '{key}' is required for provider {provider}")
+    defaults = raw.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{where}: 'defaults' must be a table")
+    base = _embedded_defaults() if provider == "local" else GenerationParams()
+    try:
+        params = GenerationParams(**{**base.as_dict(), **defaults})
+    except TypeError as exc:
+        raise ConfigError(f"{where}.defaults: {exc}") from None
+    try:
+        return ModelSpec(
+            name=name,
+            provider=provider,
+            display_name=str(raw.get("display_name") or raw.get("model") or name),
+            defaults=params,
+            base_url=raw.get("base_url"),
+            model_id=raw.get("model"),
+            api_key_env=raw.get("api_key_env"),
+            max_connections=int(raw.get("max_connections", 8)),
+            stream=bool(raw.get("stream", True)),
+            idle_timeout=float(raw.get("idle_timeout", 60.0)),
+            retry_budget=float(raw.get("retry_budget", 300.0)),
+            source=str(source),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def registry_files(extra: Path | None = None) -> list[Path]:
+    files = [Path.home() / ".config" / "clonechat" / "models.toml", Path("models.toml")]
+    named = extra or (Path(os.environ[MODELS_ENV_VAR]) if os.environ.get(MODELS_ENV_VAR) else None)
+    if named is not None:
+        if not named.is_file():
+            raise ConfigError(f"models file not found: {named}")
+        files.append(named)
+    return files
+
+
+def load_registry(extra: Path | None = None) -> dict[str, ModelSpec]:
+    models = dict(BUILTIN_MODELS)
+    for path in registry_files(extra):
+        if not path.is_file():
+            continue
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        entries = data.get("models", {})
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{path}: [models] must be a table of tables")
+        for name, raw in entries.items():
+            models[name] = _spec_from_toml(name, raw, path)
+    return models
+
+
+class Registry:
+    """The models available to this process."""
+
+    def __init__(self, models: Mapping[str, ModelSpec] | None = None) -> None:
+        self.models = dict(models) if models is not None else load_registry()
+
+    def get(self, name: str) -> ModelSpec:
+        try:
+            return self.models[name]
+        except KeyError:
+            known = ", ".join(sorted(self.models))
+            raise ConfigError(f"unknown model '{name}' (known: {known})") from None
+
+
+_default_registry: Registry | None = None
+
+
+def default_registry() -> Registry:
+    global _default_registry
+    if _default_registry is None:
+        _default_registry = Registry()
+    return _default_registry
+
+
+def set_default_registry(registry: Registry) -> None:
+    global _default_registry
+    _default_registry = registry
+
 
 def get_model(name: str) -> ModelSpec:
-    try:
-        return BUILTIN_MODELS[name]
-    except KeyError:
-        known = ", ".join(sorted(BUILTIN_MODELS))
-        raise ConfigError(f"unknown model '{name}' (known: {known})") from None
+    return default_registry().get(name)
 
 
-def _build(spec: ModelSpec) -> Provider:
-    if spec.provider == "embedded":
-        from clonechat.providers.embedded import EmbeddedProvider
-
-        return EmbeddedProvider()
-    if spec.provider == "scripted":
-        from clonechat.providers.scripted import ScriptedProvider
-
-        return ScriptedProvider(model_name=spec.name)
-    raise ConfigError(f"model '{spec.name}': unknown provider '{spec.provider}'")
+def api_key(spec: ModelSpec, env: Mapping[str, str] | None = None) -> str | None:
+    """The model's key from the environment, else from ``.env``; an error if it is needed
+    and missing. The error names the variable, never a value."""
+    if not spec.api_key_env:
+        return None
+    environment = os.environ if env is None else env
+    value = environment.get(spec.api_key_env) or dotenv_values(".env").get(spec.api_key_env)
+    if not value:
+        raise ConfigError(
+            f"model '{spec.name}' needs an API key: set the environment variable {spec.api_key_env} "
+            "(or put it in a .env file)"
+        )
+    return value
 
 
 class ProviderPool:
-    """One provider instance per model name, created on first use and closed together, so
-    every dialogue on a model shares its connections, limits and caches."""
+    """One provider per model name and one HTTP endpoint (client + limit) per base URL,
+    created on first use and closed together, so every dialogue on an endpoint shares its
+    connections, limits and caches."""
 
-    def __init__(self, factory: Callable[[ModelSpec], Provider] = _build) -> None:
+    def __init__(self, factory: Callable[[ModelSpec], Provider] | None = None) -> None:
         self._factory = factory
         self._providers: dict[str, Provider] = {}
+        self._endpoints: dict[str, Any] = {}
 
     def get(self, spec: ModelSpec) -> Provider:
         provider = self._providers.get(spec.name)
         if provider is None:
-            provider = self._providers[spec.name] = self._factory(spec)
+            provider = self._providers[spec.name] = (self._factory or self._build)(spec)
         return provider
 
     def add(self, name: str, provider: Provider) -> None:
         self._providers[name] = provider
+
+    def _endpoint(self, spec: ModelSpec) -> Any:
+        from clonechat.providers.http import Endpoint
+
+        assert spec.base_url is not None
+        endpoint = self._endpoints.get(spec.base_url)
+        if endpoint is None:
+            endpoint = self._endpoints[spec.base_url] = Endpoint(
+                spec.base_url, max_connections=spec.max_connections, idle_timeout=spec.idle_timeout
+            )
+        return endpoint
+
+    def _build(self, spec: ModelSpec) -> Provider:
+        if spec.provider == "local":
+            from clonechat.providers.embedded import EmbeddedProvider
+
+            return EmbeddedProvider()
+        if spec.provider == "scripted":
+            from clonechat.providers.scripted import ScriptedProvider
+
+            return ScriptedProvider(model_name=spec.name)
+        from clonechat.providers.retry import RetryPolicy
+
+        assert spec.model_id is not None
+        kwargs: dict[str, Any] = {
+            "model_name": spec.name,
+            "model_id": spec.model_id,
+            "endpoint": self._endpoint(spec),
+            "api_key": api_key(spec),
+            "stream": spec.stream,
+            "retry": RetryPolicy(budget=spec.retry_budget),
+        }
+        if spec.provider == "openai-compatible":
+            from clonechat.providers.openai_compat import OpenAICompatibleProvider
+
+            return OpenAICompatibleProvider(**kwargs)
+        if spec.provider == "anthropic":
+            from clonechat.providers.anthropic import AnthropicProvider
+
+            return AnthropicProvider(**kwargs)
+        raise ConfigError(f"model '{spec.name}': unknown provider '{spec.provider}'")
 
     async def aclose(self) -> None:
         providers = list(self._providers.values())
         self._providers.clear()
         for provider in providers:
             await provider.aclose()
+        for endpoint in self._endpoints.values():
+            await endpoint.aclose()
+        self._endpoints.clear()

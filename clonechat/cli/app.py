@@ -15,6 +15,7 @@ from clonechat.cli.console import SPEAKER_STYLE, node_metadata
 from clonechat.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, fail, report_errors
 from clonechat.engine.dialogue import DEFAULT_STOP_PHRASE
 from clonechat.errors import ConfigError
+from clonechat.registry import MODELS_ENV_VAR, Registry, load_registry, set_default_registry
 from clonechat.session import ADHOC_EXPERIMENT, DialogueRequest
 from clonechat.store import reads
 from clonechat.store.database import DB_ENV_VAR, DEFAULT_DB, Database
@@ -35,6 +36,23 @@ DbOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+ModelsFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--models-file",
+        envvar=MODELS_ENV_VAR,
+        help="Extra model registry (TOML); models.toml here and ~/.config/clonechat/models.toml are read too.",
+        show_default=False,
+    ),
+]
+
+
+def _use_registry(models_file: Path | None) -> Registry:
+    registry = Registry(load_registry(models_file))
+    set_default_registry(registry)
+    return registry
 
 
 def _parse_vars(pairs: list[str]) -> dict[str, str]:
@@ -75,12 +93,14 @@ def run(
         list[str] | None, typer.Option("--var", help="Set a prompt variable, NAME=VALUE (repeatable).")
     ] = None,
     backend: Annotated[str, typer.Option(help="Async backend: asyncio or trio.", hidden=True)] = "asyncio",
+    models_file: ModelsFileOption = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Run a live clone dialogue, streamed here and stored turn by turn."""
     from clonechat.cli.run import run_live
 
     def go() -> int:
+        _use_registry(models_file)
         if first not in (None, "A", "B"):
             raise ConfigError(f"--first must be A or B (got {first!r})")
         if backend not in ("asyncio", "trio"):
@@ -108,6 +128,56 @@ def run(
         return EXIT_FAILED if outcome.status == "failed" else 0
 
     raise typer.Exit(report_errors(go))
+
+
+@app.command("models")
+def list_models(
+    check: Annotated[
+        bool, typer.Option("--check", help="Ask each model for one token and say whether it answers.")
+    ] = False,
+    models_file: ModelsFileOption = None,
+) -> None:
+    """List the models --model can name: built in, and from the registry files."""
+    import os
+
+    from clonechat.cli.models import check_all
+
+    def go() -> int:
+        registry = _use_registry(models_file)
+        verdicts = anyio.run(check_all, registry) if check else {}
+        table = Table(box=None, header_style="bold")
+        for column in ("name", "provider", "model", "endpoint", "api key", "max conn", "defined in"):
+            table.add_column(column)
+        if check:
+            table.add_column("check")
+        for spec in registry.models.values():
+            if spec.api_key_env:
+                have = bool(os.environ.get(spec.api_key_env)) or spec.api_key_env in _dotenv_names()
+                key = f"${spec.api_key_env} ({'set' if have else 'MISSING'})"
+            else:
+                key = "-"
+            row = [
+                spec.name,
+                spec.provider,
+                spec.model_id or spec.display_name,
+                spec.base_url or "in-process",
+                key,
+                str(spec.max_connections) if spec.base_url else "-",
+                spec.source,
+            ]
+            if check:
+                row.append(verdicts.get(spec.name, ""))
+            table.add_row(*row)
+        Console().print(table)
+        return 1 if any(not v.startswith("ok") for v in verdicts.values()) else 0
+
+    raise typer.Exit(report_errors(go))
+
+
+def _dotenv_names() -> set[str]:
+    from dotenv import dotenv_values
+
+    return {name for name, value in dotenv_values(".env").items() if value}
 
 
 @app.command("ls")

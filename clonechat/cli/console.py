@@ -12,6 +12,7 @@ from clonechat.engine.events import (
     NodeCompleted,
     TokenDelta,
     TurnFailed,
+    TurnRetrying,
     TurnStarted,
 )
 from clonechat.engine.records import NodeRecord
@@ -67,6 +68,11 @@ class LivePrinter:
                 c.print()
                 c.print(f"[dim]{escape(node_metadata(node))}[/dim]")
             self._streaming = False
+        elif isinstance(event, TurnRetrying):
+            c.print(
+                f"\n[yellow]attempt {event.attempt} failed ({escape(event.reason)}); "
+                f"retrying in {event.wait:.1f} s, from the start of the turn[/yellow]"
+            )
         elif isinstance(event, TurnFailed):
             if self._streaming:
                 c.print()

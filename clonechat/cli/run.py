@@ -18,9 +18,9 @@ from clonechat.store.writer import open_writer
 
 
 async def _cancel_on_sigint(scope: anyio.CancelScope, console: Console) -> None:
-    """First Ctrl-C: stop the dialogue cleanly (finished turns are already queued for the
+    """First Ctrl-C (or SIGTERM): stop the dialogue cleanly (finished turns are already queued for the
     store and get committed). Ctrl-C again while stopping: the default handler takes over."""
-    with anyio.open_signal_receiver(signal.SIGINT) as signals:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             console.print("\n[yellow]stopping: finished turns are kept[/yellow]")
             scope.cancel()

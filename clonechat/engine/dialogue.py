@@ -20,6 +20,7 @@ from clonechat.engine.events import (
     NodeCompleted,
     TokenDelta,
     TurnFailed,
+    TurnRetrying,
     TurnStarted,
 )
 from clonechat.engine.records import (
@@ -186,9 +187,12 @@ class _DialogueRun:
         async def on_delta(text: str) -> None:
             await self.emit(TokenDelta(s.dialogue_id, node_id, speaker, text))
 
+        async def on_retry(attempt: int, reason: str, wait: float) -> None:
+            await self.emit(TurnRetrying(s.dialogue_id, node_id, speaker, attempt, reason, wait))
+
         started = time.perf_counter()
         try:
-            completion = await agent.provider.generate(request, on_delta)
+            completion = await agent.provider.generate(request, on_delta, on_retry)
         except ProviderError as exc:
             await self._record_failure(node_id, parent_id, speaker, turn_index, agent, str(exc), started)
             raise

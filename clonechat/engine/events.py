@@ -36,6 +36,19 @@ class TokenDelta:
 
 
 @dataclass(frozen=True)
+class TurnRetrying:
+    """The model call failed in a retryable way; text streamed so far for this turn is void
+    and the turn starts again after ``wait`` seconds."""
+
+    dialogue_id: str
+    node_id: str
+    speaker: AgentName
+    attempt: int
+    reason: str
+    wait: float
+
+
+@dataclass(frozen=True)
 class NodeCompleted:
     """A node is final: an opening, a finished turn, or an error record."""
 
@@ -61,7 +74,7 @@ class DialogueEnded:
     error: str | None = None
 
 
-Event = DialogueStarted | TurnStarted | TokenDelta | NodeCompleted | TurnFailed | DialogueEnded
+Event = DialogueStarted | TurnStarted | TokenDelta | TurnRetrying | NodeCompleted | TurnFailed | DialogueEnded
 EventSink = Callable[[Event], Awaitable[None]]
 
 

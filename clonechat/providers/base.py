@@ -15,6 +15,9 @@ from typing import Literal, Protocol
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "stop_sequence", "context_full"]
 DeltaCallback = Callable[[str], Coroutine[object, object, None]]
+#: Called before a retry with (attempt number that failed, reason, seconds until the next
+#: attempt). Text streamed by the failed attempt is void: the next attempt starts from scratch.
+RetryNotice = Callable[[int, str, float], Coroutine[object, object, None]]
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,11 @@ class Provider(Protocol):
     #: Short display name of the model (stored on every node it writes).
     model_name: str
 
-    async def generate(self, request: ChatRequest, on_delta: DeltaCallback) -> Completion:
-        """Generate one assistant message. Raises ``ProviderError`` on failure."""
+    async def generate(
+        self, request: ChatRequest, on_delta: DeltaCallback, on_retry: RetryNotice | None = None
+    ) -> Completion:
+        """Generate one assistant message. Raises ``ProviderError`` on failure (after retries,
+        for providers that retry)."""
         ...
 
     async def aclose(self) -> None:

@@ -28,7 +28,7 @@ import anyio.to_thread
 from anyio.from_thread import BlockingPortal
 
 from clonechat.errors import ConfigError, ProviderError
-from clonechat.providers.base import ChatRequest, Completion, DeltaCallback, FinishReason, GenerationParams
+from clonechat.providers.base import ChatRequest, Completion, DeltaCallback, FinishReason, GenerationParams, RetryNotice
 from clonechat.providers.stops import StopSequenceFilter
 
 if TYPE_CHECKING:
@@ -288,7 +288,9 @@ class EmbeddedProvider:
         relay.finish()
         return completion
 
-    async def generate(self, request: ChatRequest, on_delta: DeltaCallback) -> Completion:
+    async def generate(
+        self, request: ChatRequest, on_delta: DeltaCallback, on_retry: RetryNotice | None = None
+    ) -> Completion:
         async with BlockingPortal() as portal:
             completion = await anyio.to_thread.run_sync(
                 self._generate_blocking, request, on_delta, portal, limiter=self._limiter

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import anyio
 
-from clonechat.providers.base import ChatRequest, Completion, DeltaCallback
+from clonechat.providers.base import ChatRequest, Completion, DeltaCallback, RetryNotice
 from clonechat.providers.stops import StopSequenceFilter
 
 ReplyFunction = Callable[[ChatRequest], str]
@@ -45,7 +45,9 @@ class ScriptedProvider:
             return self._replies(request)
         return self._replies[(len(self.requests) - 1) % len(self._replies)]
 
-    async def generate(self, request: ChatRequest, on_delta: DeltaCallback) -> Completion:
+    async def generate(
+        self, request: ChatRequest, on_delta: DeltaCallback, on_retry: RetryNotice | None = None
+    ) -> Completion:
         started = time.perf_counter()
         self.requests.append(request)
         if self._fail_with is not None and (error := self._fail_with(request)) is not None:

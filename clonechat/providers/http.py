@@ -1,0 +1,234 @@
+"""What the HTTP providers share: one pooled client and limiter per endpoint, retries,
+status classification, and streaming with stop-sequence detection.
+
+Stop sequences are detected here, on the client, rather than by the server: servers disagree
+on whether and how they report which stop string matched, and the engine needs to know.
+Closing the stream on a match ends generation on every server we know of.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource, SSEError
+
+from clonechat.errors import ProviderError, RetryableProviderError
+from clonechat.providers.base import ChatRequest, Completion, DeltaCallback, FinishReason, RetryNotice
+from clonechat.providers.limits import AdaptiveLimiter
+from clonechat.providers.retry import RetryPolicy, call_with_retries, is_retryable_status, retry_after_seconds
+from clonechat.providers.stops import StopSequenceFilter
+
+
+class StreamProtocolError(RetryableProviderError):
+    """The server's response broke the protocol (malformed SSE or JSON, no end marker, no
+    choices). Retried, since a cut connection looks the same; recorded if it persists."""
+
+
+@dataclass
+class Endpoint:
+    """One base URL: a pooled client and a concurrency limit shared by every model on it."""
+
+    base_url: str
+    max_connections: int = 8
+    connect_timeout: float = 10.0
+    #: Longest silence allowed inside a response (a hung stream fails after this).
+    idle_timeout: float = 60.0
+    limiter: AdaptiveLimiter = field(init=False)
+    _client: httpx.AsyncClient | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = AdaptiveLimiter(self.max_connections)
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url.rstrip("/") + "/",
+                timeout=httpx.Timeout(self.idle_timeout, connect=self.connect_timeout, pool=None),
+                limits=httpx.Limits(
+                    max_connections=self.max_connections, max_keepalive_connections=self.max_connections
+                ),
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+@dataclass
+class StreamState:
+    """What one attempt has produced so far."""
+
+    started: float
+    stops: StopSequenceFilter
+    on_delta: DeltaCallback
+    text: list[str] = field(default_factory=list)
+    first_token_at: float | None = None
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int | None = None
+    cached_tokens: int | None = None
+    completion_tokens: int | None = None
+    chunks: int = 0
+    model: str | None = None
+
+    async def add(self, piece: str) -> bool:
+        """Take generated text; return False once a stop sequence matched (stop reading)."""
+        if not piece:
+            return True
+        self.chunks += 1
+        shown = self.stops.feed(piece)
+        if shown:
+            self.first_token_at = self.first_token_at or time.perf_counter()
+            self.text.append(shown)
+            await self.on_delta(shown)
+        if self.stops.matched is not None:
+            self.finish_reason = "stop_sequence"
+            return False
+        return True
+
+    async def flush(self) -> None:
+        if self.stops.matched is None and (rest := self.stops.flush()):
+            self.text.append(rest)
+            await self.on_delta(rest)
+
+
+class HttpProvider(ABC):
+    """Base of the OpenAI-compatible and Anthropic providers."""
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        model_id: str,
+        endpoint: Endpoint,
+        api_key: str | None = None,
+        stream: bool = True,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.model_name = model_name
+        self.model_id = model_id
+        self.endpoint = endpoint
+        self._api_key = api_key
+        self.stream = stream
+        self.retry = retry or RetryPolicy()
+
+    @property
+    def label(self) -> str:
+        return f"model '{self.model_name}' at {self.endpoint.base_url}"
+
+    # -- subclass hooks -------------------------------------------------------------------
+    path: str = ""
+
+    @abstractmethod
+    def payload(self, request: ChatRequest, stream: bool) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def headers(self) -> dict[str, str]: ...
+
+    @abstractmethod
+    async def read_stream(self, events: AsyncIterator[tuple[str, str]], state: StreamState) -> None:
+        """Consume (event name, data) pairs into ``state``; raise StreamProtocolError on a
+        broken stream."""
+
+    @abstractmethod
+    async def read_body(self, body: dict[str, Any], state: StreamState) -> None: ...
+
+    @abstractmethod
+    def error_message(self, body: bytes) -> str: ...
+
+    # -- shared machinery -----------------------------------------------------------------
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def _status_error(self, response: httpx.Response, body: bytes) -> ProviderError:
+        status = response.status_code
+        detail = self._redact(self.error_message(body))
+        message = f"{self.label}: HTTP {status}" + (f": {detail}" if detail else "")
+        if is_retryable_status(status):
+            if status == 429:
+                self.endpoint.limiter.rate_limited()
+            return RetryableProviderError(message, retry_after=retry_after_seconds(response.headers))
+        return ProviderError(message)
+
+    async def generate(
+        self, request: ChatRequest, on_delta: DeltaCallback, on_retry: RetryNotice | None = None
+    ) -> Completion:
+        async def attempt() -> Completion:
+            return await self._attempt(request, on_delta)
+
+        return await call_with_retries(attempt, self.retry, on_retry=on_retry)
+
+    async def _attempt(self, request: ChatRequest, on_delta: DeltaCallback) -> Completion:
+        state = StreamState(time.perf_counter(), StopSequenceFilter(request.stop), on_delta)
+        async with self.endpoint.limiter.slot():
+            try:
+                await self._exchange(request, state)
+            except httpx.TimeoutException as exc:
+                raise RetryableProviderError(f"{self.label}: timed out ({type(exc).__name__})") from None
+            except httpx.TransportError as exc:
+                reason = self._redact(str(exc)) or type(exc).__name__
+                raise RetryableProviderError(f"{self.label}: connection failed ({reason})") from None
+        self.endpoint.limiter.succeeded()
+        await state.flush()
+        return Completion(
+            text="".join(state.text),
+            finish_reason=state.finish_reason or "stop",
+            model=self.model_name,
+            stop_sequence=state.stops.matched,
+            prompt_tokens=state.prompt_tokens,
+            prompt_tokens_evaluated=None
+            if state.prompt_tokens is None or state.cached_tokens is None
+            else state.prompt_tokens - state.cached_tokens,
+            prompt_tokens_cached=state.cached_tokens,
+            # Servers that do not report usage while streaming send one token per chunk.
+            completion_tokens=state.completion_tokens if state.completion_tokens is not None else state.chunks,
+            time_to_first_token=None if state.first_token_at is None else state.first_token_at - state.started,
+            latency=time.perf_counter() - state.started,
+        )
+
+    async def _exchange(self, request: ChatRequest, state: StreamState) -> None:
+        payload = self.payload(request, self.stream)
+        client = self.endpoint.client
+        async with client.stream("POST", self.path, json=payload, headers=self.headers()) as response:
+            if response.status_code >= 400:
+                raise self._status_error(response, (await response.aread())[:2000])
+            if not self.stream:
+                raw = await response.aread()
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    raise StreamProtocolError(f"{self.label}: response is not JSON") from None
+                if not isinstance(body, dict):
+                    raise StreamProtocolError(f"{self.label}: response is not a JSON object")
+                await self.read_body(body, state)
+                return
+            try:
+                await self.read_stream(_events(EventSource(response)), state)
+            except SSEError as exc:
+                raise StreamProtocolError(f"{self.label}: malformed event stream ({exc})") from None
+
+    async def aclose(self) -> None:
+        await self.endpoint.aclose()
+
+
+async def _events(source: EventSource) -> AsyncIterator[tuple[str, str]]:
+    async for sse in source.aiter_sse():
+        yield sse.event, sse.data
+
+
+def parse_json(data: str, label: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise StreamProtocolError(f"{label}: malformed JSON in stream: {data[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise StreamProtocolError(f"{label}: stream event is not a JSON object: {data[:80]!r}")
+    return value

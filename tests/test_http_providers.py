@@ -1,0 +1,350 @@
+"""HTTP providers against a fault-injecting server on 127.0.0.1 (both async backends)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import anyio
+import pytest
+
+from clonechat.errors import ProviderError, RetryableProviderError
+from clonechat.providers.anthropic import AnthropicProvider
+from clonechat.providers.base import ChatMessage, ChatRequest, Completion, GenerationParams
+from clonechat.providers.http import Endpoint, HttpProvider
+from clonechat.providers.limits import AdaptiveLimiter
+from clonechat.providers.openai_compat import OpenAICompatibleProvider
+from clonechat.providers.retry import RetryPolicy, retry_after_seconds
+from tests.servers.fake_model import (
+    FakeModelServer,
+    Hang,
+    Reply,
+    Reset,
+    Stream,
+    anthropic_events,
+    fake_model_server,
+    openai_body,
+    openai_events,
+    sse,
+)
+
+pytestmark = pytest.mark.anyio
+FAST = RetryPolicy(budget=5.0, initial_backoff=0.05, max_backoff=0.2)
+REQUEST = ChatRequest(
+    [ChatMessage("system", "be brief"), ChatMessage("user", "hi")], GenerationParams(temperature=0.0, max_tokens=16)
+)
+
+
+def openai(
+    server: FakeModelServer, *, stream: bool = True, retry: RetryPolicy = FAST, **endpoint: float
+) -> HttpProvider:
+    return OpenAICompatibleProvider(
+        model_name="fake",
+        model_id="m",
+        endpoint=Endpoint(server.url + "/v1", **endpoint),  # type: ignore[arg-type]
+        api_key="k-123",
+        stream=stream,
+        retry=retry,
+    )
+
+
+def anthropic(server: FakeModelServer, *, stream: bool = True, retry: RetryPolicy = FAST) -> HttpProvider:
+    return AnthropicProvider(
+        model_name="claude-fake",
+        model_id="c",
+        endpoint=Endpoint(server.url),
+        api_key="ak-1",
+        stream=stream,
+        retry=retry,
+    )
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.deltas: list[str] = []
+        self.retries: list[tuple[int, str, float]] = []
+
+    async def delta(self, text: str) -> None:
+        self.deltas.append(text)
+
+    async def retry(self, attempt: int, reason: str, wait: float) -> None:
+        self.retries.append((attempt, reason, wait))
+
+
+async def generate(provider: HttpProvider, request: ChatRequest = REQUEST) -> tuple[Completion, Collector]:
+    seen = Collector()
+    try:
+        completion = await provider.generate(request, seen.delta, seen.retry)
+    finally:
+        await provider.aclose()
+    return completion, seen
+
+
+# -- OpenAI-compatible, the good path -------------------------------------------------------
+
+
+async def test_streamed_completion_with_usage_and_cache() -> None:
+    usage = {"prompt_tokens": 40, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 32}}
+    with fake_model_server(Stream(openai_events(["Hel", "lo", "!"], usage=usage))) as server:
+        completion, seen = await generate(openai(server))
+    assert completion.text == "Hello!"
+    assert seen.deltas == ["Hel", "lo", "!"]
+    assert (completion.prompt_tokens, completion.prompt_tokens_cached, completion.prompt_tokens_evaluated) == (
+        40,
+        32,
+        8,
+    )
+    assert completion.completion_tokens == 3
+    assert completion.finish_reason == "stop"
+    sent = server.requests[0]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers["authorization"] == "Bearer k-123"
+    body = sent.json()
+    assert body["stream"] is True
+    assert body["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert body["max_tokens"] == 16
+
+
+async def test_non_streamed_completion_records_length_finish() -> None:
+    with fake_model_server(Reply(body=openai_body("cut sho", finish="length"))) as server:
+        completion, seen = await generate(openai(server, stream=False))
+    assert completion.text == "cut sho"
+    assert completion.finish_reason == "length"
+    assert completion.completion_tokens == 3
+    assert server.requests[0].json()["stream"] is False
+
+
+async def test_stop_phrase_is_detected_on_the_client_and_closes_the_stream() -> None:
+    with fake_model_server(Stream(openai_events(["bye ^", "C^C", " tail", " more"]))) as server:
+        request = ChatRequest(REQUEST.messages, REQUEST.params, stop=("^C^C",))
+        completion, seen = await generate(openai(server), request)
+    assert completion.text == "bye "
+    assert completion.stop_sequence == "^C^C"
+    assert completion.finish_reason == "stop_sequence"
+    assert "".join(seen.deltas) == "bye "
+
+
+# -- retries and their waits ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "low", "high"),
+    [
+        ({"Retry-After": "1"}, 0.95, 1.8),
+        ({"retry-after-ms": "400"}, 0.38, 1.0),
+        ({"Retry-After": "date"}, 0.9, 2.9),
+    ],
+)
+async def test_429_waits_as_the_server_asks(headers: dict[str, str], low: float, high: float) -> None:
+    if headers.get("Retry-After") == "date":
+        headers = {"Retry-After": format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)}
+    with fake_model_server(Stream(openai_events(["ok"]))) as server:
+        server.script = [Reply(429, {"error": {"message": "slow down"}}, headers)]
+        started = time.monotonic()
+        completion, seen = await generate(openai(server))
+        elapsed = time.monotonic() - started
+    assert completion.text == "ok"
+    assert len(server.requests) == 2
+    gap = server.requests[1].at - server.requests[0].at
+    assert low <= gap <= high, gap
+    assert elapsed < high + 1
+    assert seen.retries[0][0] == 1
+    assert "HTTP 429" in seen.retries[0][1]
+
+
+@pytest.mark.parametrize("status", [408, 409, 500, 502, 503, 529])
+async def test_retryable_statuses_are_retried(status: int) -> None:
+    with fake_model_server(Stream(openai_events(["fine"]))) as server:
+        server.script = [Reply(status, b"oops"), Reply(status, b"oops")]
+        completion, seen = await generate(openai(server))
+    assert completion.text == "fine"
+    assert len(server.requests) == 3
+    assert len(seen.retries) == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+async def test_client_errors_fail_at_once_with_a_clear_message(status: int) -> None:
+    with fake_model_server(Reply(status, {"error": {"message": "bad thing"}})) as server:
+        with pytest.raises(ProviderError) as info:
+            await generate(openai(server))
+    assert not isinstance(info.value, RetryableProviderError)
+    assert len(server.requests) == 1
+    message = str(info.value)
+    assert f"model 'fake' at {server.url}/v1: HTTP {status}: bad thing" == message
+
+
+async def test_retry_budget_is_bounded() -> None:
+    with fake_model_server(Reply(503, b"down")) as server:
+        started = time.monotonic()
+        with pytest.raises(RetryableProviderError, match="HTTP 503"):
+            await generate(openai(server, retry=RetryPolicy(budget=0.6, initial_backoff=0.05, max_backoff=0.1)))
+    assert time.monotonic() - started < 2.0
+    assert 3 <= len(server.requests) <= 30
+
+
+async def test_connection_reset_before_response_is_retried() -> None:
+    with fake_model_server(Stream(openai_events(["after reset"]))) as server:
+        server.script = [Reset()]
+        completion, seen = await generate(openai(server))
+    assert completion.text == "after reset"
+    assert "connection failed" in seen.retries[0][1]
+
+
+async def test_stream_cut_midway_is_retried_from_scratch() -> None:
+    with fake_model_server(Stream(openai_events(["second ", "try"]))) as server:
+        server.script = [Stream(openai_events(["first ", "half", " never"]), cut_after=2)]
+        completion, seen = await generate(openai(server))
+    assert completion.text == "second try"  # nothing of the broken attempt
+    assert seen.deltas[:2] == ["first ", "half"]
+    assert len(seen.retries) == 1
+
+
+async def test_hung_server_hits_the_idle_timeout_and_is_retried() -> None:
+    with fake_model_server(Stream(openai_events(["awake"]))) as server:
+        server.script = [Hang(10)]
+        started = time.monotonic()
+        completion, seen = await generate(openai(server, idle_timeout=0.5))
+    assert completion.text == "awake"
+    assert "timed out" in seen.retries[0][1]
+    assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize(
+    ("broken", "reason"),
+    [
+        (Stream(["data: {not json\n\n"]), "malformed JSON"),
+        (Stream(openai_events(["no end"], done=False)), "ended before [DONE]"),
+        (Stream([sse({"choices": []}), "data: [DONE]\n\n"]), "no choices"),
+        (Stream([sse({"object": "x"}), "data: [DONE]\n\n"]), "without 'choices'"),
+        (Reply(body={"choices": []}), "no choices"),
+        (Reply(body=b"<html>"), "not JSON"),
+    ],
+)
+async def test_protocol_errors_are_classified_retried_then_reported(broken: Stream | Reply, reason: str) -> None:
+    stream = isinstance(broken, Stream)
+    with fake_model_server(broken) as server:
+        with pytest.raises(RetryableProviderError, match=reason.replace("[", r"\[").replace("]", r"\]")):
+            await generate(openai(server, stream=stream, retry=RetryPolicy(budget=0.3, initial_backoff=0.05)))
+    assert len(server.requests) >= 2
+
+
+async def test_protocol_error_then_recovery() -> None:
+    with fake_model_server(Stream(openai_events(["good"]))) as server:
+        server.script = [Stream(["data: {not json\n\n"])]
+        completion, _ = await generate(openai(server))
+    assert completion.text == "good"
+
+
+# -- concurrency limits ----------------------------------------------------------------------
+
+
+def test_adaptive_limiter_shrinks_and_recovers() -> None:
+    async def scenario() -> None:
+        limiter = AdaptiveLimiter(8, recover_after=3)
+        assert limiter.limit == 8
+        limiter.rate_limited()
+        limiter.rate_limited()
+        assert limiter.limit == 2
+        for _ in range(3):
+            limiter.succeeded()
+        assert limiter.limit == 3
+        for _ in range(100):
+            limiter.rate_limited()
+        assert limiter.limit == 1
+
+    anyio.run(scenario)
+
+
+async def test_endpoint_limit_caps_requests_in_flight() -> None:
+    with fake_model_server(Stream(openai_events(["x", "y"]), delay=0.05)) as server:
+        endpoint = Endpoint(server.url + "/v1", max_connections=3)
+        provider = OpenAICompatibleProvider(model_name="f", model_id="m", endpoint=endpoint, retry=FAST)
+
+        async def ignore(_: str) -> None:
+            return None
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(9):
+                tg.start_soon(provider.generate, REQUEST, ignore)
+        await provider.aclose()
+    assert len(server.requests) == 9
+    assert server.max_in_flight == 3
+
+
+async def test_sustained_429_shrinks_the_endpoint_limit() -> None:
+    with fake_model_server(Stream(openai_events(["ok"]))) as server:
+        server.script = [Reply(429, b"", {"retry-after-ms": "10"}) for _ in range(3)]
+        provider = openai(server)
+        assert isinstance(provider, OpenAICompatibleProvider)
+        await generate(provider)
+    assert provider.endpoint.limiter.limit == 1
+
+
+# -- Anthropic Messages ----------------------------------------------------------------------
+
+
+async def test_anthropic_stream_event_sequence() -> None:
+    with fake_model_server(Stream(anthropic_events(["Hi ", "there"], stop_reason="max_tokens"))) as server:
+        completion, seen = await generate(anthropic(server))
+    assert completion.text == "Hi there"
+    assert completion.finish_reason == "length"
+    assert completion.completion_tokens == 5
+    assert (completion.prompt_tokens, completion.prompt_tokens_cached) == (16, 4)
+    sent = server.requests[0]
+    assert sent.path == "/v1/messages"
+    assert sent.headers["x-api-key"] == "ak-1"
+    assert sent.headers["anthropic-version"] == "2023-06-01"
+    body = sent.json()
+    assert body["system"] == "be brief"
+    assert body["messages"] == [{"role": "user", "content": "hi"}]
+
+
+async def test_anthropic_overloaded_event_is_retried() -> None:
+    overloaded = [sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "error")]
+    with fake_model_server(Stream(anthropic_events(["ok"]))) as server:
+        server.script = [
+            Stream(anthropic_events(["par"])[:4] + overloaded),
+            Reply(529, {"error": {"type": "overloaded_error"}}),
+        ]
+        completion, seen = await generate(anthropic(server))
+    assert completion.text == "ok"
+    assert len(seen.retries) == 2
+    assert "overloaded_error" in seen.retries[0][1]
+
+
+async def test_anthropic_invalid_request_event_fails() -> None:
+    bad = [sse({"type": "error", "error": {"type": "invalid_request_error", "message": "no"}}, "error")]
+    with fake_model_server(Stream(bad)) as server:
+        with pytest.raises(ProviderError, match="invalid_request_error") as info:
+            await generate(anthropic(server))
+    assert not isinstance(info.value, RetryableProviderError)
+    assert len(server.requests) == 1
+
+
+async def test_anthropic_stream_without_message_stop_is_an_error() -> None:
+    with fake_model_server(Stream(anthropic_events(["x"])[:-1])) as server:
+        with pytest.raises(RetryableProviderError, match="before message_stop"):
+            await generate(anthropic(server, retry=RetryPolicy(budget=0.2, initial_backoff=0.05)))
+
+
+async def test_anthropic_non_streamed() -> None:
+    body = {
+        "type": "message",
+        "content": [{"type": "text", "text": "whole"}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 9, "output_tokens": 1},
+    }
+    with fake_model_server(Reply(body=body)) as server:
+        completion, _ = await generate(anthropic(server, stream=False))
+    assert (completion.text, completion.finish_reason, completion.prompt_tokens) == ("whole", "stop", 9)
+
+
+def test_retry_after_parsing() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert retry_after_seconds({"Retry-After": "3"}, now) == 3
+    assert retry_after_seconds({"retry-after-ms": "250", "Retry-After": "9"}, now) == 0.25
+    assert retry_after_seconds({"Retry-After": "Thu, 01 Jan 2026 00:00:05 GMT"}, now) == 5
+    assert retry_after_seconds({"Retry-After": "Wed, 31 Dec 2025 00:00:00 GMT"}, now) == 0
+    assert retry_after_seconds({"Retry-After": "soon"}, now) is None
+    assert retry_after_seconds({}, now) is None
