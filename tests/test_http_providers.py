@@ -108,7 +108,7 @@ async def test_streamed_completion_with_usage_and_cache() -> None:
 
 async def test_non_streamed_completion_records_length_finish() -> None:
     with fake_model_server(Reply(body=openai_body("cut sho", finish="length"))) as server:
-        completion, seen = await generate(openai(server, stream=False))
+        completion, _seen = await generate(openai(server, stream=False))
     assert completion.text == "cut sho"
     assert completion.finish_reason == "length"
     assert completion.completion_tokens == 3
@@ -286,7 +286,7 @@ async def test_sustained_429_shrinks_the_endpoint_limit() -> None:
 
 async def test_anthropic_stream_event_sequence() -> None:
     with fake_model_server(Stream(anthropic_events(["Hi ", "there"], stop_reason="max_tokens"))) as server:
-        completion, seen = await generate(anthropic(server))
+        completion, _seen = await generate(anthropic(server))
     assert completion.text == "Hi there"
     assert completion.finish_reason == "length"
     assert completion.completion_tokens == 5
