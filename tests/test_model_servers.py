@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -133,7 +134,7 @@ async def test_requests_only_grow_by_appending(db: Database, use_models: Registr
         await run_and_store(db, DialogueRequest(model_a="fake", max_turns=6, first_speaker="A", seed=1))
         bodies = [r.json() for r in server.requests]
     for agent_requests in (bodies[0::2], bodies[1::2]):
-        for earlier, later in zip(agent_requests, agent_requests[1:], strict=False):
+        for earlier, later in itertools.pairwise(agent_requests):
             before = json.dumps(earlier["messages"])[:-1]
             assert json.dumps(later["messages"]).startswith(before)
             assert earlier["messages"][0] == later["messages"][0]

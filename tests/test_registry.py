@@ -65,7 +65,7 @@ def test_malformed_registry_names_file_and_key(tmp_path: Path, text: str, messag
 def test_missing_models_file_and_unknown_model(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="models file not found"):
         load_registry(tmp_path / "nope.toml")
-    with pytest.raises(ConfigError, match="unknown model 'gpt' .known: local, scripted"):
+    with pytest.raises(ConfigError, match=r"unknown model 'gpt' \(known: local, scripted"):
         Registry().get("gpt")
 
 
