@@ -41,6 +41,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(find_smollm2_gguf())]
     command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--model_alias", "smollm2"]
+    command += ["--interrupt_requests", "False"]  # queue concurrent requests instead of cutting them
     # Its log goes to a file: llama.cpp is chatty, and a full pipe would block the server.
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
     log = log_path.open("wb")
