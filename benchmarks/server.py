@@ -74,7 +74,9 @@ async def clonechat_run(url: str, k: int, db_path: Path) -> tuple[float, dict[st
         async with open_writer(db) as writer:
 
             async def one(seed: int) -> None:
-                request = DialogueRequest(model_a="srv", max_turns=TURNS, max_tokens=MAX_TOKENS, temperature=0.0, seed=seed)
+                request = DialogueRequest(
+                    model_a="srv", max_turns=TURNS, max_tokens=MAX_TOKENS, temperature=0.0, seed=seed
+                )
                 prepared = await prepare_dialogue(writer, request, pool)
                 outcome = await run_dialogue(prepared.settings, prepared.agents, prepared.path, Recorder(writer))
                 assert outcome.status == "completed", outcome.error
