@@ -218,7 +218,8 @@ async def test_hung_server_hits_the_idle_timeout_and_is_retried() -> None:
         (Stream([sse({"choices": []}), "data: [DONE]\n\n"]), "no choices"),
         (Stream([sse({"object": "x"}), "data: [DONE]\n\n"]), "without 'choices'"),
         (Reply(body={"choices": []}), "no choices"),
-        (Reply(body=b"<html>"), "not JSON"),
+        (Reply(body=b"<html>"), "malformed JSON in response"),
+        (Reply(body=b"[1]"), "response is not a JSON object"),
     ],
 )
 async def test_protocol_errors_are_classified_retried_then_reported(broken: Stream | Reply, reason: str) -> None:

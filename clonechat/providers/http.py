@@ -202,13 +202,7 @@ class HttpProvider(ABC):
                 raise self._status_error(response, (await response.aread())[:2000])
             if not self.stream:
                 raw = await response.aread()
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    raise StreamProtocolError(f"{self.label}: response is not JSON") from None
-                if not isinstance(body, dict):
-                    raise StreamProtocolError(f"{self.label}: response is not a JSON object")
-                await self.read_body(body, state)
+                await self.read_body(parse_json(raw.decode("utf-8", "replace"), self.label, "response"), state)
                 return
             try:
                 await self.read_stream(_events(EventSource(response)), state)
@@ -224,11 +218,12 @@ async def _events(source: EventSource) -> AsyncIterator[tuple[str, str]]:
         yield sse.event, sse.data
 
 
-def parse_json(data: str, label: str) -> dict[str, Any]:
+def parse_json(data: str, label: str, what: str = "stream") -> dict[str, Any]:
+    """A JSON object from the server, or a protocol error saying where it went wrong."""
     try:
         value = json.loads(data)
     except ValueError:
-        raise StreamProtocolError(f"{label}: malformed JSON in stream: {data[:80]!r}") from None
+        raise StreamProtocolError(f"{label}: malformed JSON in {what}: {data[:80]!r}") from None
     if not isinstance(value, dict):
-        raise StreamProtocolError(f"{label}: stream event is not a JSON object: {data[:80]!r}")
+        raise StreamProtocolError(f"{label}: {what} is not a JSON object: {data[:80]!r}")
     return value
