@@ -60,7 +60,8 @@ def test_run_then_ls_then_show(tmp_path: Path) -> None:
 
 
 @pytest.mark.model
-def test_ctrl_c_keeps_finished_turns_and_marks_interrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_keeps_finished_turns_and_marks_interrupted(tmp_path: Path, stop_signal: signal.Signals) -> None:
     db = tmp_path / "i.db"
     env = {**os.environ, "NO_COLOR": "1"}
     proc = subprocess.Popen(
@@ -82,7 +83,7 @@ def test_ctrl_c_keeps_finished_turns_and_marks_interrupted(tmp_path: Path) -> No
                     except sqlite3.OperationalError:
                         turns = 0
         assert turns >= 2, "two turns were stored before the interrupt"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         _, stderr = proc.communicate(timeout=30)
     finally:
         proc.kill()
