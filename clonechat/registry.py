@@ -35,12 +35,15 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dotenv import dotenv_values
 
 from clonechat.errors import ConfigError
 from clonechat.providers.base import GenerationParams, Provider
+
+if TYPE_CHECKING:
+    from clonechat.providers.http import Endpoint
 
 MODELS_ENV_VAR = "CLONECHAT_MODELS"
 PROVIDERS = ("local", "openai-compatible", "anthropic", "scripted")
@@ -212,7 +215,7 @@ class ProviderPool:
     def __init__(self, factory: Callable[[ModelSpec], Provider] | None = None) -> None:
         self._factory = factory
         self._providers: dict[str, Provider] = {}
-        self._endpoints: dict[str, Any] = {}
+        self._endpoints: dict[str, Endpoint] = {}
 
     def get(self, spec: ModelSpec) -> Provider:
         provider = self._providers.get(spec.name)
@@ -223,7 +226,7 @@ class ProviderPool:
     def add(self, name: str, provider: Provider) -> None:
         self._providers[name] = provider
 
-    def _endpoint(self, spec: ModelSpec) -> Any:
+    def _endpoint(self, spec: ModelSpec) -> Endpoint:
         from clonechat.providers.http import Endpoint
 
         assert spec.base_url is not None

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from clonechat.cli.console import SPEAKER_STYLE, node_metadata
-from clonechat.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, fail, report_errors
+from clonechat.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, report_errors
 from clonechat.engine.dialogue import DEFAULT_STOP_PHRASE
 from clonechat.errors import ConfigError
 from clonechat.registry import MODELS_ENV_VAR, Registry, load_registry, set_default_registry
@@ -266,4 +266,4 @@ def main() -> None:
     app()
 
 
-__all__ = ["EXIT_USAGE", "app", "fail", "main"]
+__all__ = ["app", "main"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 
@@ -172,10 +172,10 @@ class _DialogueRun:
         parent_id = self.path[-1].id
         params = agent.params
         if s.seed is not None:
-            params = GenerationParams(**{**params.__dict__, "seed": turn_seed(s.seed, turn_index)})
+            params = replace(params, seed=turn_seed(s.seed, turn_index))
         if s.token_budget is not None:
             remaining = max(1, s.token_budget - self.tokens_used)
-            params = GenerationParams(**{**params.__dict__, "max_tokens": min(params.max_tokens, remaining)})
+            params = replace(params, max_tokens=min(params.max_tokens, remaining))
         request = ChatRequest(
             messages=agent_view(speaker, agent.system_prompt, self.path, s.first_speaker),
             params=params,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import anyio
 
-from clonechat.providers.base import ChatRequest, Completion, DeltaCallback, RetryNotice
+from clonechat.providers.base import ChatRequest, Completion, DeltaCallback, FinishReason, RetryNotice
 from clonechat.providers.stops import StopSequenceFilter
 
 ReplyFunction = Callable[[ChatRequest], str]
@@ -53,8 +53,9 @@ class ScriptedProvider:
         if self._fail_with is not None and (error := self._fail_with(request)) is not None:
             raise error
         text = self._reply_for(request)
-        words = re.findall(r"\S+\s*|\s+", text)[: request.params.max_tokens]
-        finish = "length" if len(words) < len(re.findall(r"\S+\s*|\s+", text)) else "stop"
+        all_words = re.findall(r"\S+\s*|\s+", text)
+        words = all_words[: request.params.max_tokens]
+        finish: FinishReason = "length" if len(words) < len(all_words) else "stop"
         stops = StopSequenceFilter(request.stop)
         out: list[str] = []
         first_token_at: float | None = None
@@ -76,7 +77,7 @@ class ScriptedProvider:
         prompt_tokens = sum(len(m.content.split()) for m in request.messages)
         return Completion(
             text="".join(out),
-            finish_reason=finish,  # type: ignore[arg-type]
+            finish_reason=finish,
             model=self.model_name,
             stop_sequence=stops.matched,
             prompt_tokens=prompt_tokens,

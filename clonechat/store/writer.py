@@ -65,8 +65,11 @@ class StoreWriter:
         assert job.done is not None
         await job.done.wait()
         if job.error is not None:
-            raise StoreError(f"write to {self.db.path} failed: {_reason(job.error)}") from job.error
+            raise self._store_error(job.error) from job.error
         return job.result  # type: ignore[no-any-return]
+
+    def _store_error(self, error: BaseException) -> StoreError:
+        return StoreError(f"write to {self.db.path} failed: {_reason(error)}")
 
     async def flush(self) -> None:
         """Wait until everything queued so far has committed."""
@@ -113,7 +116,7 @@ class StoreWriter:
                     self.committed_batches += 1
                     for job in jobs:
                         if job.error is not None and job.done is None and self._failure is None:
-                            self._failure = StoreError(f"write to {self.db.path} failed: {_reason(job.error)}")
+                            self._failure = self._store_error(job.error)
                         if job.done is not None:
                             job.done.set()
 
