@@ -91,7 +91,7 @@ _KNOWN_KEYS = {
 }
 
 
-def _spec_from_toml(name: str, raw: Any, source: Path) -> ModelSpec:
+def spec_from_toml(name: str, raw: Any, source: Path) -> ModelSpec:
     where = f"{source}: [models.{name}]"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table")
@@ -155,7 +155,7 @@ def load_registry(extra: Path | None = None) -> dict[str, ModelSpec]:
         if not isinstance(entries, dict):
             raise ConfigError(f"{path}: [models] must be a table of tables")
         for name, raw in entries.items():
-            models[name] = _spec_from_toml(name, raw, path)
+            models[name] = spec_from_toml(name, raw, path)
     return models
 
 

@@ -18,9 +18,10 @@ from clonechat.engine.records import AgentName, NodeRecord, new_id
 from clonechat.errors import ConfigError, TemplateError
 from clonechat.prompts import PromptLibrary, RenderedPrompt
 from clonechat.providers.base import GenerationParams
-from clonechat.registry import ModelSpec, ProviderPool, get_model
+from clonechat.registry import ModelSpec, ProviderPool, Registry, default_registry
 from clonechat.store import reads, writes
 from clonechat.store.database import Database
+from clonechat.store.models import Dialogue
 from clonechat.store.writer import StoreWriter
 
 ADHOC_EXPERIMENT = "adhoc"
@@ -42,7 +43,11 @@ class DialogueRequest:
     opening: str = "default"
     first_speaker: AgentName | None = None
     experiment: str = ADHOC_EXPERIMENT
-    variables: Mapping[str, str] = field(default_factory=dict)
+    variables: Mapping[str, str | int | float] = field(default_factory=dict)
+    #: Further generation parameters (top_p, repeat_penalty, ...) over the model's defaults.
+    params: Mapping[str, float | int] = field(default_factory=dict)
+    #: The condition's name in the store; by default the template and the models.
+    condition_name: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
@@ -67,12 +72,39 @@ class PreparedDialogue:
         return self.settings.dialogue_id
 
 
+@dataclass(frozen=True)
+class DialogueBlueprint:
+    """A validated request with its prompts rendered and models resolved: everything needed
+    to store a dialogue, computed before anything is written."""
+
+    request: DialogueRequest
+    spec_a: ModelSpec
+    spec_b: ModelSpec
+    system_a: RenderedPrompt
+    system_b: RenderedPrompt
+    opening: RenderedPrompt
+    params_a: GenerationParams
+    params_b: GenerationParams
+
+    @property
+    def condition_name(self) -> str:
+        if self.request.condition_name:
+            return self.request.condition_name
+        a, b = self.spec_a.name, self.spec_b.name
+        return f"{self.request.condition}:{a if a == b else f'{a}+{b}'}"
+
+
 def _params(spec: ModelSpec, request: DialogueRequest) -> GenerationParams:
     params = spec.defaults
     if request.temperature is not None:
         params = replace(params, temperature=request.temperature)
     if request.max_tokens is not None:
         params = replace(params, max_tokens=request.max_tokens)
+    if request.params:
+        try:
+            params = replace(params, **request.params)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise ConfigError(f"unknown generation parameter: {exc}") from None
     return params
 
 
@@ -105,6 +137,89 @@ def _render_prompts(
     )
 
 
+def blueprint(
+    request: DialogueRequest, library: PromptLibrary | None = None, registry: Registry | None = None
+) -> DialogueBlueprint:
+    """Resolve models and render prompts; raises a clear error for any bad setting."""
+    library = library or PromptLibrary()
+    registry = registry or default_registry()
+    spec_a = registry.get(request.model_a)
+    spec_b = registry.get(request.model_b or request.model_a)
+    system_a, system_b, opening = _render_prompts(request, spec_a, spec_b, library)
+    return DialogueBlueprint(
+        request, spec_a, spec_b, system_a, system_b, opening, _params(spec_a, request), _params(spec_b, request)
+    )
+
+
+@dataclass(frozen=True)
+class StoredDialogue:
+    dialogue_id: str
+    replicate: int
+    first_speaker: AgentName
+    seed: int
+    root: NodeRecord
+
+
+def store_dialogue(
+    conn: Connection,
+    plan: DialogueBlueprint,
+    experiment_id: str,
+    *,
+    replicate: int | None = None,
+    seed: int | None = None,
+    first_speaker: AgentName | None = None,
+) -> StoredDialogue:
+    """Write one dialogue (its condition, prompts, row and opening node) in the caller's
+    transaction. ``replicate`` defaults to the condition's next one."""
+    request = plan.request
+    condition_id = writes.ensure_condition(
+        conn,
+        experiment_id,
+        plan.condition_name,
+        request.condition,
+        plan.spec_a.name,
+        plan.spec_b.name,
+        {
+            "opening": request.opening,
+            "variables": dict(request.variables),
+            "max_turns": request.max_turns,
+            "params_a": plan.params_a.as_dict(),
+            "params_b": plan.params_b.as_dict(),
+        },
+    )
+    hashes = [writes.store_prompt(conn, prompt) for prompt in (plan.system_a, plan.system_b, plan.opening)]
+    if replicate is None:
+        replicate = writes.next_replicate(conn, condition_id)
+    if seed is None:
+        seed = request.seed if request.seed is not None else random.randrange(2**31)
+    # Who speaks first alternates across replicates, so position effects average out.
+    first: AgentName = first_speaker or request.first_speaker or ("A" if replicate % 2 == 1 else "B")
+    dialogue_id = new_id()
+    writes.create_dialogue(
+        conn,
+        writes.NewDialogue(
+            id=dialogue_id,
+            condition_id=condition_id,
+            replicate=replicate,
+            seed=seed,
+            first_speaker=first,
+            max_turns=request.max_turns,
+            token_budget=request.token_budget,
+            stop_phrase=request.stop_phrase,
+            model_a=plan.spec_a.name,
+            model_b=plan.spec_b.name,
+            system_prompt_a=hashes[0],
+            system_prompt_b=hashes[1],
+            opening_prompt=hashes[2],
+            settings={"params_a": plan.params_a.as_dict(), "params_b": plan.params_b.as_dict()},
+        ),
+    )
+    root = opening_node(dialogue_id, plan.opening.text)
+    writes.insert_nodes(conn, [root])
+    writes.update_dialogue(conn, dialogue_id, head_node_id=root.id)
+    return StoredDialogue(dialogue_id, replicate, first, seed, root)
+
+
 async def prepare_dialogue(
     writer: StoreWriter,
     request: DialogueRequest,
@@ -113,82 +228,39 @@ async def prepare_dialogue(
 ) -> PreparedDialogue:
     """Validate ``request``, store a new dialogue with its opening, and return what the engine
     needs to run it. Nothing is written if the request is invalid."""
-    library = library or PromptLibrary()
-    spec_a = get_model(request.model_a)
-    spec_b = get_model(request.model_b or request.model_a)
-    system_a, system_b, opening = _render_prompts(request, spec_a, spec_b, library)
-    params_a, params_b = _params(spec_a, request), _params(spec_b, request)
-    provider_a, provider_b = pool.get(spec_a), pool.get(spec_b)
-    seed = request.seed if request.seed is not None else random.randrange(2**31)
-    models = spec_a.name if spec_a.name == spec_b.name else f"{spec_a.name}+{spec_b.name}"
-    condition_name = f"{request.condition}:{models}"
-    dialogue_id = new_id()
+    plan = blueprint(request, library)
+    provider_a, provider_b = pool.get(plan.spec_a), pool.get(plan.spec_b)
 
-    def create(conn: Connection) -> tuple[int, AgentName, NodeRecord]:
-        experiment_id = writes.ensure_experiment(conn, request.experiment)
-        condition_id = writes.ensure_condition(
-            conn,
-            experiment_id,
-            condition_name,
-            request.condition,
-            spec_a.name,
-            spec_b.name,
-            {"opening": request.opening, "variables": dict(request.variables)},
-        )
-        hashes = [writes.store_prompt(conn, prompt) for prompt in (system_a, system_b, opening)]
-        replicate = writes.next_replicate(conn, condition_id)
-        # Who speaks first alternates across replicates, so position effects average out.
-        first: AgentName = request.first_speaker or ("A" if replicate % 2 == 1 else "B")
-        writes.create_dialogue(
-            conn,
-            writes.NewDialogue(
-                id=dialogue_id,
-                condition_id=condition_id,
-                replicate=replicate,
-                seed=seed,
-                first_speaker=first,
-                max_turns=request.max_turns,
-                token_budget=request.token_budget,
-                stop_phrase=request.stop_phrase,
-                model_a=spec_a.name,
-                model_b=spec_b.name,
-                system_prompt_a=hashes[0],
-                system_prompt_b=hashes[1],
-                opening_prompt=hashes[2],
-                settings={"params_a": params_a.as_dict(), "params_b": params_b.as_dict()},
-            ),
-        )
-        root = opening_node(dialogue_id, opening.text)
-        writes.insert_nodes(conn, [root])
-        writes.update_dialogue(conn, dialogue_id, head_node_id=root.id)
-        return replicate, first, root
+    def create(conn: Connection) -> StoredDialogue:
+        return store_dialogue(conn, plan, writes.ensure_experiment(conn, request.experiment))
 
-    replicate, first, root = await writer.call(create)
+    stored = await writer.call(create)
     settings = DialogueSettings(
-        dialogue_id=dialogue_id,
+        dialogue_id=stored.dialogue_id,
         max_turns=request.max_turns,
-        first_speaker=first,
+        first_speaker=stored.first_speaker,
         stop_phrase=request.stop_phrase or None,
         token_budget=request.token_budget,
-        seed=seed,
+        seed=stored.seed,
     )
     agents = (
-        Agent("A", provider_a, system_a.text, params_a),
-        Agent("B", provider_b, system_b.text, params_b),
+        Agent("A", provider_a, plan.system_a.text, plan.params_a),
+        Agent("B", provider_b, plan.system_b.text, plan.params_b),
     )
-    return PreparedDialogue(settings, agents, [root], replicate)
+    return PreparedDialogue(settings, agents, [stored.root], stored.replicate)
 
 
-def load_dialogue(
-    db: Database, dialogue_id: str, pool: ProviderPool, *, leaf_id: str | None = None
+def resume_dialogue(
+    dialogue: Dialogue,
+    path: list[NodeRecord],
+    prompts: Mapping[str, str],
+    pool: ProviderPool,
+    registry: Registry | None = None,
 ) -> PreparedDialogue:
-    """A stored dialogue, ready to continue from its head (or from ``leaf_id``)."""
-    dialogue = reads.resolve_dialogue(db, dialogue_id)
-    leaf = leaf_id or dialogue.head_node_id
-    if leaf is None:
-        raise ConfigError(f"dialogue {dialogue.id} has no opening stored; it cannot be continued")
-    path = [reads.node_record(node) for node in reads.path_to(db, leaf)]
-    spec_a, spec_b = get_model(dialogue.model_a), get_model(dialogue.model_b)
+    """What the engine needs to continue a stored dialogue along ``path`` (root to leaf);
+    ``prompts`` maps prompt hashes to their text."""
+    registry = registry or default_registry()
+    spec_a, spec_b = registry.get(dialogue.model_a), registry.get(dialogue.model_b)
     settings = DialogueSettings(
         dialogue_id=dialogue.id,
         max_turns=dialogue.max_turns,
@@ -202,14 +274,27 @@ def load_dialogue(
         Agent(
             "A",
             pool.get(spec_a),
-            reads.prompt_text(db, dialogue.system_prompt_a),
+            prompts[dialogue.system_prompt_a],
             GenerationParams(**stored.get("params_a", spec_a.defaults.as_dict())),
         ),
         Agent(
             "B",
             pool.get(spec_b),
-            reads.prompt_text(db, dialogue.system_prompt_b),
+            prompts[dialogue.system_prompt_b],
             GenerationParams(**stored.get("params_b", spec_b.defaults.as_dict())),
         ),
     )
     return PreparedDialogue(settings, agents, path, dialogue.replicate)
+
+
+def load_dialogue(
+    db: Database, dialogue_id: str, pool: ProviderPool, *, leaf_id: str | None = None
+) -> PreparedDialogue:
+    """A stored dialogue, ready to continue from its head (or from ``leaf_id``)."""
+    dialogue = reads.resolve_dialogue(db, dialogue_id)
+    leaf = leaf_id or dialogue.head_node_id
+    if leaf is None:
+        raise ConfigError(f"dialogue {dialogue.id} has no opening stored; it cannot be continued")
+    path = [reads.node_record(node) for node in reads.path_to(db, leaf)]
+    prompts = {h: reads.prompt_text(db, h) for h in (dialogue.system_prompt_a, dialogue.system_prompt_b)}
+    return resume_dialogue(dialogue, path, prompts, pool)

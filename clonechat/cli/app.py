@@ -130,6 +130,65 @@ def run(
     raise typer.Exit(report_errors(go))
 
 
+@app.command()
+def batch(
+    spec: Annotated[
+        Path | None, typer.Argument(metavar="[SPEC]", help="Experiment spec (TOML), e.g. runs/smoke.toml.")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option(metavar="EXPERIMENT", help="Continue a stored experiment from its stored spec.")
+    ] = None,
+    retry_failed: Annotated[
+        str | None,
+        typer.Option(metavar="EXPERIMENT", help="Rerun only the failed dialogues of a stored experiment."),
+    ] = None,
+    new: Annotated[
+        bool, typer.Option("--new", help="Start a fresh experiment even if one of this name exists (name-2, ...).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan (dialogues, model calls, tokens) and stop.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary on stdout at the end.")
+    ] = False,
+    concurrency: Annotated[int | None, typer.Option(help="Dialogues in flight at once (overrides the spec).")] = None,
+    grace: Annotated[float, typer.Option(help="After the first Ctrl-C, seconds to let turns in flight finish.")] = 60.0,
+    progress_interval: Annotated[
+        float, typer.Option(help="Without a terminal: seconds between progress lines.")
+    ] = 10.0,
+    backend: Annotated[str, typer.Option(help="Async backend: asyncio or trio.", hidden=True)] = "asyncio",
+    models_file: ModelsFileOption = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Run an experiment: every condition x replicate of a spec, many dialogues at once.
+
+    Re-running the same spec resumes it exactly where it stopped. The first Ctrl-C lets the
+    turns in flight finish; a second cancels them.
+    """
+    from clonechat.cli.batch import BatchArgs, batch_command
+
+    def go() -> int:
+        if backend not in ("asyncio", "trio"):
+            raise ConfigError(f"--backend must be asyncio or trio (got {backend!r})")
+        registry = _use_registry(models_file)
+        args = BatchArgs(
+            spec=spec,
+            resume=resume,
+            retry_failed=retry_failed,
+            new=new,
+            dry_run=dry_run,
+            as_json=as_json,
+            concurrency=concurrency,
+            grace=grace,
+            progress_interval=progress_interval,
+            db=db,
+            backend=backend,
+        )
+        return batch_command(args, registry)
+
+    raise typer.Exit(report_errors(go))
+
+
 @app.command("models")
 def list_models(
     check: Annotated[

@@ -34,7 +34,7 @@ from clonechat.engine.records import (
 )
 from clonechat.engine.views import agent_view
 from clonechat.errors import ConfigError, ProviderError
-from clonechat.providers.base import ChatRequest, Completion, GenerationParams, Provider
+from clonechat.providers.base import ChatRequest, GenerationParams, Provider
 
 DEFAULT_STOP_PHRASE = "^C^C"
 
@@ -103,6 +103,7 @@ class _DialogueRun:
         agents: Sequence[Agent],
         path: Sequence[NodeRecord],
         emit: EventSink,
+        stop: anyio.Event | None = None,
     ) -> None:
         if not path or path[0].kind != "opening":
             raise ConfigError("a dialogue path must start at its opening node")
@@ -112,6 +113,7 @@ class _DialogueRun:
             raise ConfigError("a dialogue needs exactly agents A and B")
         self.path = list(path)
         self.emit = emit
+        self.stop = stop
         self.tokens_used = sum(node.completion_tokens or 0 for node in self.path if node.kind == "turn")
 
     @property
@@ -129,19 +131,23 @@ class _DialogueRun:
             with anyio.CancelScope(shield=True):
                 await self._end("interrupted", "cancelled")
             raise
-        return await self._end("completed", reason)
+        return await self._end("interrupted" if reason == "stopped" else "completed", reason)
 
     async def _end(self, status: DialogueStatus, reason: StopReason, error: str | None = None) -> DialogueOutcome:
         s = self.settings
         await self.emit(DialogueEnded(s.dialogue_id, status, reason, self.turns_done, self.path[-1].id, error))
         return DialogueOutcome(status, reason, self.path, error)
 
-    def _stop_reason_after(self, node: NodeRecord, completion: Completion) -> StopReason | None:
+    def _stop_reason(self) -> StopReason | None:
+        """Why the dialogue must not take another turn, judged from the path alone, so a
+        resumed dialogue stops exactly where an uninterrupted one would have."""
         s = self.settings
-        if s.stop_phrase and (completion.stop_sequence == s.stop_phrase or s.stop_phrase in node.content):
-            return "stop_phrase"
-        if completion.finish_reason == "context_full":
-            return "context_full"
+        last = self.path[-1]
+        if last.kind == "turn":
+            if s.stop_phrase and s.stop_phrase in last.content:
+                return "stop_phrase"
+            if last.finish_reason == "context_full":
+                return "context_full"
         if s.token_budget is not None and self.tokens_used >= s.token_budget:
             return "token_budget"
         if self.turns_done >= s.max_turns:
@@ -149,21 +155,19 @@ class _DialogueRun:
         return None
 
     async def _loop(self) -> StopReason:
-        s = self.settings
-        if self.turns_done >= s.max_turns:
-            return "max_turns"
-        if s.token_budget is not None and self.tokens_used >= s.token_budget:
-            return "token_budget"
         while True:
-            node, completion = await self._take_turn()
+            reason = self._stop_reason()
+            if reason is not None:
+                return reason
+            if self.stop is not None and self.stop.is_set():
+                # A graceful stop: the turn in flight has finished; start no new one.
+                return "stopped"
+            node = await self._take_turn()
             self.path.append(node)
             self.tokens_used += node.completion_tokens or 0
             await self.emit(NodeCompleted(node))
-            reason = self._stop_reason_after(node, completion)
-            if reason is not None:
-                return reason
 
-    async def _take_turn(self) -> tuple[NodeRecord, Completion]:
+    async def _take_turn(self) -> NodeRecord:
         s = self.settings
         speaker = _next_speaker(self.path, s.first_speaker)
         agent = self.agents[speaker]
@@ -220,7 +224,7 @@ class _DialogueRun:
             latency_ms=completion.latency * 1000 if completion.latency else (time.perf_counter() - started) * 1000,
             finish_reason=completion.finish_reason,
         )
-        return node, completion
+        return node
 
     async def _record_failure(
         self,
@@ -260,11 +264,15 @@ async def run_dialogue(
     agents: Sequence[Agent],
     path: Sequence[NodeRecord],
     emit: EventSink,
+    *,
+    stop: anyio.Event | None = None,
 ) -> DialogueOutcome:
     """Continue the dialogue from the end of ``path`` until a stop condition.
 
     ``path`` runs from the opening node to the leaf to continue from: just the opening for a
     new dialogue, the stored turns when resuming, any node's ancestry when branching.
-    Cancellation emits ``DialogueEnded(status="interrupted")`` and re-raises.
+    Cancellation emits ``DialogueEnded(status="interrupted")`` and re-raises. Setting ``stop``
+    is the gentle alternative: the turn in flight finishes and is stored, no new turn starts,
+    and the dialogue ends ``interrupted`` with reason ``stopped``.
     """
-    return await _DialogueRun(settings, agents, path, emit).run()
+    return await _DialogueRun(settings, agents, path, emit, stop).run()

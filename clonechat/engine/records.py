@@ -13,7 +13,8 @@ Speaker = Literal["A", "B", "researcher"]
 AgentName = Literal["A", "B"]
 NodeKind = Literal["opening", "turn", "error", "prediction", "report", "coordination"]
 DialogueStatus = Literal["pending", "running", "completed", "interrupted", "failed"]
-StopReason = Literal["max_turns", "stop_phrase", "token_budget", "context_full", "cancelled", "error"]
+#: ``stopped``: asked to stop gently (no new turn); ``cancelled``: stopped mid-turn.
+StopReason = Literal["max_turns", "stop_phrase", "token_budget", "context_full", "stopped", "cancelled", "error"]
 
 #: Node kinds that are part of the conversation the agents see.
 CONVERSATION_KINDS: frozenset[str] = frozenset({"opening", "turn"})

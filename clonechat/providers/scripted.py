@@ -6,6 +6,7 @@ stand-in for a real model in a test that claims to exercise one.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -19,10 +20,14 @@ ReplyFunction = Callable[[ChatRequest], str]
 
 
 def echo_reply(request: ChatRequest) -> str:
-    """Default script: says how many messages it has seen and which seed it got, so tests can
-    check what each agent saw."""
+    """Default script: says how many messages it has seen, which seed it got and a digest of
+    everything it was shown, so a lost, duplicated or reordered message anywhere upstream
+    changes every later reply (what the crash and resume tests rely on)."""
     seen = sum(1 for m in request.messages if m.role != "system")
-    return f"reply to {seen} messages (seed {request.params.seed})"
+    digest = hashlib.blake2b(digest_size=4)
+    for message in request.messages:
+        digest.update(f"{message.role}\0{message.content}\0".encode())
+    return f"reply to {seen} messages (seed {request.params.seed}, context {digest.hexdigest()})"
 
 
 class ScriptedProvider:

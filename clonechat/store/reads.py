@@ -28,7 +28,9 @@ class DialogueSummary:
     created_at: datetime
 
 
-def list_dialogues(db: Database, *, experiment: str | None = None, limit: int = 50) -> list[DialogueSummary]:
+def list_dialogues(
+    db: Database, *, experiment: str | None = None, experiment_id: str | None = None, limit: int | None = 50
+) -> list[DialogueSummary]:
     turn_count = (
         select(func.count())
         .where(col(Node.dialogue_id) == col(Dialogue.id), col(Node.kind) == "turn")
@@ -44,6 +46,8 @@ def list_dialogues(db: Database, *, experiment: str | None = None, limit: int = 
     )
     if experiment is not None:
         query = query.where(col(Experiment.name) == experiment)
+    if experiment_id is not None:
+        query = query.where(col(Experiment.id) == experiment_id)
     with db.session() as session:
         rows = session.exec(query).all()
     return [

@@ -1,0 +1,357 @@
+"""The batch experiment spec: a TOML file, validated with pydantic before anything runs.
+
+A spec names the conditions (a framing template and the model of each agent), how many
+replicates of each, how long each dialogue may run, the seed everything is derived from, and
+how many dialogues may be in flight at once. Settings at the top level are defaults that a
+condition may override::
+
+    name = "smoke"                 # the experiment's name in the database (default: file name)
+    replicates = 2
+    max_turns = 4
+    seed = 1                       # every dialogue's seed derives from this
+    concurrency = 2                # dialogues in flight at once
+    model_a = "local"
+
+    [params]                       # generation parameters over the models' defaults
+    max_tokens = 48
+
+    [[conditions]]
+    template = "clone-aware"
+
+    [[conditions]]
+    name = "cross"
+    template = "clone-aware"
+    model_b = "srv"                # a model from models.toml, or from [models.srv] below
+
+    [models.srv]                   # same format as models.toml
+    provider = "openai-compatible"
+    base_url = "http://127.0.0.1:8080/v1"
+    model = "smollm2"
+
+Every error names the file, the line and key where it can, and the reason (``SpecError``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import random
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+
+from clonechat.batch.toml_lines import Loc, format_loc, line_of
+from clonechat.engine.dialogue import DEFAULT_STOP_PHRASE
+from clonechat.engine.records import AgentName
+from clonechat.errors import ClonechatError, ConfigError
+from clonechat.prompts import PromptLibrary
+from clonechat.registry import ModelSpec, Registry, spec_from_toml
+from clonechat.session import DialogueBlueprint, DialogueRequest, blueprint
+
+#: Settings that change how a run goes but not what it produces: changing them in the file
+#: does not make it a different experiment.
+RUNTIME_KEYS = frozenset({"concurrency", "description"})
+
+
+class SpecError(ConfigError):
+    """A spec file is malformed; the message says where and why."""
+
+
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+-]*$")]
+
+
+class Params(BaseModel):
+    """Generation parameters; anything left out comes from the model's defaults."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=100_000)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    repeat_penalty: float | None = Field(default=None, gt=0)
+
+    def overrides(self) -> dict[str, float | int]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+Variables = dict[str, str | int | float]
+FirstSpeaker = Literal["A", "B", "alternate"]
+
+
+class ConditionSpec(BaseModel):
+    """One arm of the experiment. Unset keys take the top-level value."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Name | None = None
+    template: Name
+    model_a: Name | None = None
+    model_b: Name | None = None
+    replicates: int | None = Field(default=None, ge=1, le=100_000)
+    max_turns: int | None = Field(default=None, ge=1, le=10_000)
+    opening: Name | None = None
+    stop_phrase: str | None = None
+    token_budget: int | None = Field(default=None, ge=1)
+    first_speaker: FirstSpeaker | None = None
+    params: Params = Field(default_factory=Params)
+    variables: Variables = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.template
+
+
+class ExperimentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Name
+    description: str = ""
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    replicates: int = Field(default=1, ge=1, le=100_000)
+    max_turns: int = Field(default=6, ge=1, le=10_000)
+    concurrency: int = Field(default=4, ge=1, le=10_000)
+    model_a: Name = "local"
+    model_b: Name | None = None
+    opening: Name = "default"
+    stop_phrase: str = DEFAULT_STOP_PHRASE
+    token_budget: int | None = Field(default=None, ge=1)
+    first_speaker: FirstSpeaker = "alternate"
+    params: Params = Field(default_factory=Params)
+    variables: Variables = Field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    conditions: list[ConditionSpec] = Field(min_length=1)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models_are_tables(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, entry in value.items():
+                if not isinstance(entry, dict):
+                    raise ValueError(f"[models.{name}] must be a table")
+        return value
+
+
+@dataclass(frozen=True)
+class PlannedCondition:
+    """One condition with every default applied and its prompts rendered."""
+
+    name: str
+    replicates: int
+    first_speaker: FirstSpeaker
+    blueprint: DialogueBlueprint
+
+    @property
+    def max_turns(self) -> int:
+        return self.blueprint.request.max_turns
+
+
+@dataclass(frozen=True)
+class PlannedDialogue:
+    condition: str
+    replicate: int
+    seed: int
+    first_speaker: AgentName
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A validated spec: the file's text (stored with the experiment), the parsed model, and
+    every condition resolved against the model registry and the prompt templates."""
+
+    path: str
+    text: str
+    spec: ExperimentSpec
+    conditions: list[PlannedCondition]
+    models: dict[str, ModelSpec]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def canonical(self) -> dict[str, Any]:
+        """What makes this experiment this experiment: the validated spec minus runtime keys,
+        so whitespace, comments or a new concurrency do not count as a change."""
+        data = self.spec.model_dump(mode="json")
+        for key in RUNTIME_KEYS:
+            data.pop(key, None)
+        return data
+
+    @property
+    def canonical_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.canonical, sort_keys=True).encode()).hexdigest()
+
+    def dialogues(self) -> list[PlannedDialogue]:
+        """Every dialogue of the experiment, interleaved across conditions (replicate 1 of each
+        condition, then replicate 2, ...) so a partial run is balanced across conditions."""
+        base_seed = self.spec.seed
+        rng = random.Random()
+        planned: list[PlannedDialogue] = []
+        for replicate in range(1, max(c.replicates for c in self.conditions) + 1):
+            for condition in self.conditions:
+                if replicate > condition.replicates:
+                    continue
+                if base_seed is None:
+                    seed = rng.randrange(2**31)
+                else:
+                    digest = hashlib.blake2b(f"{base_seed}:{condition.name}:{replicate}".encode(), digest_size=4)
+                    seed = int.from_bytes(digest.digest(), "big") & 0x7FFFFFFF
+                first: AgentName
+                if condition.first_speaker == "alternate":
+                    first = "A" if replicate % 2 == 1 else "B"
+                else:
+                    first = condition.first_speaker
+                planned.append(PlannedDialogue(condition.name, replicate, seed, first))
+        return planned
+
+
+def _describe(error: ErrorDetails, known_keys: list[str]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(error["loc"][-1])
+        close = difflib.get_close_matches(key, known_keys, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known_keys)})"
+        return f"unknown key '{key}'{hint}"
+    if kind == "missing":
+        return f"required key '{error['loc'][-1]}' is missing"
+    if kind == "string_pattern_mismatch":
+        return "names may use letters, digits and _ . : + - (and must start with a letter or digit)"
+    message = error["msg"]
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    return message
+
+
+def _known_keys(loc: Loc) -> list[str]:
+    """The keys allowed in the table holding ``loc``'s last key, for "did you mean" hints."""
+    model: type[BaseModel] = ExperimentSpec
+    for part in loc[:-1]:
+        if part == "conditions":
+            model = ConditionSpec
+        elif part == "params":
+            model = Params
+    return sorted(model.model_fields)
+
+
+class _Where:
+    """Builds "file:line: key: reason" messages for one spec file."""
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.text = text
+
+    def error(self, loc: Loc, reason: str) -> SpecError:
+        line = line_of(self.text, loc) if loc else None
+        place = f"{self.path}:{line}" if line else self.path
+        key = f" {format_loc(loc)}:" if loc else ""
+        return SpecError(f"{place}:{key} {reason}")
+
+
+def _validation_error(where: _Where, exc: ValidationError) -> SpecError:
+    errors = exc.errors()
+    first = errors[0]
+    loc = tuple(first["loc"])
+    # A failed model validator reports at the model's own level; keep only real keys.
+    reason = _describe(first, _known_keys(loc))
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return where.error(loc, reason + more)
+
+
+def _resolve(where: _Where, spec: ExperimentSpec, registry: Registry, library: PromptLibrary) -> list[PlannedCondition]:
+    planned: list[PlannedCondition] = []
+    seen: dict[str, int] = {}
+    for index, condition in enumerate(spec.conditions):
+        here: Loc = ("conditions", index)
+        if condition.label in seen:
+            raise where.error(
+                (*here, "name") if condition.name else (*here, "template"),
+                f"conditions[{seen[condition.label] + 1}] is also named '{condition.label}': "
+                "give each condition a distinct 'name'",
+            )
+        seen[condition.label] = index
+        model_a = condition.model_a or spec.model_a
+        model_b = condition.model_b or (spec.model_b if condition.model_a is None else None) or model_a
+        for key, name in (("model_a", model_a), ("model_b", model_b)):
+            if name not in registry.models:
+                source = (*here, key) if getattr(condition, key) else (key,)
+                known = ", ".join(sorted(registry.models))
+                raise where.error(source, f"unknown model '{name}' (known: {known}; define it under [models.{name}])")
+        for key, kind in (("template", "conditions"), ("opening", "openings")):
+            name = getattr(condition, key) or getattr(spec, key)
+            if name not in library.names(kind):
+                source = (*here, key) if getattr(condition, key) else (key,)
+                known = ", ".join(library.names(kind))
+                raise where.error(source, f"unknown {kind[:-1]} template '{name}' (known: {known})")
+        params = {**spec.params.overrides(), **condition.params.overrides()}
+        request = DialogueRequest(
+            condition=condition.template,
+            model_a=model_a,
+            model_b=model_b,
+            max_turns=condition.max_turns or spec.max_turns,
+            stop_phrase=spec.stop_phrase if condition.stop_phrase is None else condition.stop_phrase,
+            token_budget=condition.token_budget or spec.token_budget,
+            opening=condition.opening or spec.opening,
+            experiment=spec.name,
+            variables={**spec.variables, **condition.variables},
+            params=params,
+            condition_name=condition.label,
+        )
+        try:
+            plan = blueprint(request, library, registry)
+        except ClonechatError as exc:
+            raise where.error((*here, "variables"), str(exc)) from None
+        planned.append(
+            PlannedCondition(
+                condition.label,
+                condition.replicates or spec.replicates,
+                condition.first_speaker or spec.first_speaker,
+                plan,
+            )
+        )
+    return planned
+
+
+def parse_spec(
+    text: str,
+    path: str,
+    *,
+    registry: Registry,
+    library: PromptLibrary | None = None,
+    default_name: str | None = None,
+) -> LoadedSpec:
+    """Validate spec ``text`` (read from ``path``) completely: syntax, keys, types, ranges,
+    model names, templates and prompt variables. Raises ``SpecError``; touches nothing."""
+    where = _Where(path, text)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        place = f"{path}:{line}" if line else path
+        raise SpecError(f"{place}: not valid TOML: {exc}") from None
+    if default_name and "name" not in raw:
+        raw["name"] = default_name
+    try:
+        spec = ExperimentSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise _validation_error(where, exc) from None
+    models = dict(registry.models)
+    for name, entry in spec.models.items():
+        try:
+            models[name] = spec_from_toml(name, entry, Path(path))
+        except ConfigError as exc:
+            raise where.error(("models", name), str(exc).split(": ", 2)[-1]) from None
+    library = library or PromptLibrary()
+    conditions = _resolve(where, spec, Registry(models), library)
+    return LoadedSpec(path, text, spec, conditions, models)
+
+
+def load_spec_file(path: Path, *, registry: Registry, library: PromptLibrary | None = None) -> LoadedSpec:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"spec file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec file {path}: {exc}") from None
+    return parse_spec(text, str(path), registry=registry, library=library, default_name=path.stem)

@@ -1,0 +1,339 @@
+"""``clonechat batch``: run, resume or retry an experiment described by a spec file."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from clonechat.batch.estimate import estimate
+from clonechat.batch.progress import BatchProgress, PlainProgress, RichProgress
+from clonechat.batch.runner import BatchControl, run_jobs
+from clonechat.batch.spec import LoadedSpec, load_spec_file, parse_spec
+from clonechat.batch.store import (
+    UNFINISHED,
+    check_same_spec,
+    experiment_counts,
+    find_experiment,
+    free_name,
+    load_jobs,
+    store_plan,
+)
+from clonechat.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED
+from clonechat.engine.events import fan_out
+from clonechat.errors import ConfigError, NotFoundError
+from clonechat.registry import ProviderPool, Registry
+from clonechat.store.database import Database
+from clonechat.store.models import Experiment
+from clonechat.store.recorder import Recorder
+from clonechat.store.writer import open_writer
+
+
+@dataclass(frozen=True)
+class BatchArgs:
+    spec: Path | None
+    resume: str | None
+    retry_failed: str | None
+    new: bool
+    dry_run: bool
+    as_json: bool
+    concurrency: int | None
+    grace: float
+    progress_interval: float
+    db: Path
+    backend: str
+
+
+def _mode(args: BatchArgs) -> str:
+    given = [
+        name
+        for name, value in (("SPEC", args.spec), ("--resume", args.resume), ("--retry-failed", args.retry_failed))
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise ConfigError(
+            "give exactly one of SPEC, --resume EXPERIMENT or --retry-failed EXPERIMENT"
+            + (f" (got {' and '.join(given)})" if given else "")
+        )
+    if args.new and args.spec is None:
+        raise ConfigError("--new starts a fresh experiment from a SPEC file; it cannot be used with --resume")
+    if args.concurrency is not None and args.concurrency < 1:
+        raise ConfigError(f"--concurrency must be at least 1 (got {args.concurrency})")
+    if args.grace < 0:
+        raise ConfigError(f"--grace must not be negative (got {args.grace})")
+    return given[0]
+
+
+def print_plan(loaded: LoadedSpec, console: Console, as_json: bool) -> None:
+    rows = estimate(loaded)
+    if as_json:
+        plan = {
+            "experiment": loaded.name,
+            "spec_hash": loaded.canonical_hash,
+            "concurrency": loaded.spec.concurrency,
+            "conditions": [asdict(row) for row in rows],
+            "dialogues": sum(r.dialogues for r in rows),
+            "model_calls": sum(r.model_calls for r in rows),
+            "output_tokens_max": sum(r.output_tokens for r in rows),
+            "input_tokens_est": sum(r.input_tokens for r in rows),
+        }
+        print(json.dumps(plan, indent=2))
+        return
+    table = Table(
+        title=f"plan for experiment '{escape(loaded.name)}'", title_justify="left", box=None, header_style="bold"
+    )
+    for column in (
+        "condition",
+        "template",
+        "model A",
+        "model B",
+        "dialogues",
+        "turns",
+        "max tok/turn",
+        "model calls ≤",
+        "output tok ≤",
+        "input tok ≈",
+    ):
+        table.add_column(
+            column,
+            justify="right"
+            if column[0].isdigit() or "tok" in column or column in ("dialogues", "turns", "model calls ≤")
+            else "left",
+        )
+    for r in rows:
+        table.add_row(
+            escape(r.condition),
+            r.template,
+            r.model_a,
+            r.model_b,
+            str(r.dialogues),
+            str(r.max_turns),
+            str(r.max_tokens),
+            f"{r.model_calls:,}",
+            f"{r.output_tokens:,}",
+            f"{r.input_tokens:,}",
+        )
+    table.add_row(
+        "[bold]total[/bold]",
+        "",
+        "",
+        "",
+        str(sum(r.dialogues for r in rows)),
+        "",
+        "",
+        f"{sum(r.model_calls for r in rows):,}",
+        f"{sum(r.output_tokens for r in rows):,}",
+        f"{sum(r.input_tokens for r in rows):,}",
+        style="bold",
+    )
+    console.print(table)
+    console.print(
+        f"[dim]{loaded.spec.concurrency} dialogues in flight at once. Upper bounds: every dialogue runs all its "
+        "turns and every turn uses its whole max_tokens; input is counted at ~4 characters a token, before any "
+        "KV-cache reuse. Dry run: nothing was run or written.[/dim]"
+    )
+
+
+def _stored_spec(db: Database, name: str, registry: Registry) -> tuple[Experiment, LoadedSpec]:
+    experiment = find_experiment(db, name)
+    if experiment is None:
+        raise NotFoundError(f"no experiment named '{name}' in {db.path} (see: clonechat ls)")
+    if experiment.spec is None:
+        raise ConfigError(f"experiment '{name}' in {db.path} was not started from a spec, so it cannot be resumed")
+    return experiment, parse_spec(experiment.spec, f"{db.path} [experiment {name}]", registry=registry)
+
+
+async def _stop_on_signals(control: BatchControl, grace: float, console: Console) -> None:
+    """First Ctrl-C (or SIGTERM): finish the turns in flight, start nothing new, and cancel
+    whatever is still running after ``grace`` seconds. A second: cancel now."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+            async for _ in signals:
+                if control.stopping.is_set():
+                    console.print("[yellow]cancelling the turns in flight now[/yellow]")
+                    control.cancel()
+                    tg.cancel_scope.cancel()
+                    return
+                console.print(
+                    f"[yellow]stopping: letting the turns in flight finish (at most {grace:g} s); "
+                    "Ctrl-C again to cancel them now. Resume later with the same command.[/yellow]"
+                )
+                control.stop()
+
+                async def cancel_after_grace() -> None:
+                    await anyio.sleep(grace)
+                    console.print(f"[yellow]grace period of {grace:g} s over: cancelling the turns in flight[/yellow]")
+                    control.cancel()
+
+                tg.start_soon(cancel_after_grace)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    experiment: str
+    experiment_id: str
+    created: bool
+    progress: BatchProgress
+    jobs: int
+    stopped: bool
+
+
+async def execute(
+    db: Database,
+    loaded: LoadedSpec,
+    *,
+    name: str,
+    experiment_id: str | None,
+    statuses: tuple[str, ...],
+    concurrency: int,
+    grace: float,
+    console: Console,
+    plain_interval: float | None,
+) -> BatchResult:
+    """Store the plan if ``experiment_id`` is None, then run every dialogue in ``statuses``."""
+    registry = Registry(loaded.models)
+    pool = ProviderPool()
+    try:
+        # Create each model's provider now: a missing API key fails here, before anything is written.
+        for condition in loaded.conditions:
+            pool.get(condition.blueprint.spec_a)
+            pool.get(condition.blueprint.spec_b)
+        async with open_writer(db) as writer:
+            created = experiment_id is None
+            if experiment_id is None:
+                experiment_id = await writer.call(lambda conn: store_plan(conn, loaded, name))
+            eid = experiment_id
+            jobs = await anyio.to_thread.run_sync(lambda: load_jobs(db, eid, statuses, pool, registry))
+            progress = BatchProgress.for_jobs(jobs)
+            control = BatchControl()
+            if not jobs:
+                return BatchResult(name, eid, created, progress, 0, stopped=False)
+            title = f"experiment {name}"
+            view = (
+                PlainProgress(progress, console, title, plain_interval)
+                if plain_interval is not None
+                else RichProgress(progress, console, title)
+            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_stop_on_signals, control, grace, console)
+                tg.start_soon(view.show)
+                await run_jobs(jobs, concurrency=concurrency, emit=fan_out(Recorder(writer), progress), control=control)
+                tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await pool.aclose()
+    return BatchResult(name, eid, created, progress, len(jobs), control.stopped)
+
+
+def _summary(db: Database, result: BatchResult, exit_code: int) -> dict[str, Any]:
+    counts = experiment_counts(db, result.experiment_id)
+    totals: dict[str, int] = {}
+    for entry in counts.values():
+        for status, n in entry.by_status.items():
+            totals[status] = totals.get(status, 0) + n
+    return {
+        "experiment": result.experiment,
+        "experiment_id": result.experiment_id,
+        "database": str(db.path),
+        "created": result.created,
+        "stopped_by_user": result.stopped,
+        "exit_code": exit_code,
+        "dialogues": {"total": sum(c.dialogues for c in counts.values()), **totals},
+        "conditions": {name: {"dialogues": c.dialogues, "turns": c.turns, **c.by_status} for name, c in counts.items()},
+        "this_run": {"dialogues": result.jobs, **result.progress.summary()},
+    }
+
+
+def _print_summary(summary: dict[str, Any], console: Console) -> None:
+    d = summary["dialogues"]
+    parts = [f"{d.get(s, 0)} {s}" for s in ("completed", "failed", "interrupted", "pending") if d.get(s)]
+    run = summary["this_run"]
+    console.print(
+        f"experiment {escape(summary['experiment'])}: {d['total']} dialogues ({', '.join(parts) or 'none'}) · "
+        f"this run: {run['turns_this_run']} turns in {run['elapsed_s']:.1f} s · {escape(summary['database'])}",
+        highlight=False,
+    )
+    if d.get("failed"):
+        console.print(
+            f"[red]{d['failed']} dialogue(s) failed[/red]: rerun them with "
+            f"[bold]clonechat batch --retry-failed {escape(summary['experiment'])}[/bold]"
+        )
+    if summary["stopped_by_user"] or d.get("interrupted") or d.get("pending"):
+        console.print(
+            f"[yellow]unfinished dialogues remain[/yellow]: continue with "
+            f"[bold]clonechat batch --resume {escape(summary['experiment'])}[/bold]"
+        )
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """A console; one writing to a log or pipe gets wide lines instead of rich's 80 columns."""
+    console = Console(stderr=stderr, highlight=False)
+    return console if console.is_terminal else Console(stderr=stderr, highlight=False, width=160)
+
+
+def batch_command(args: BatchArgs, registry: Registry) -> int:
+    mode = _mode(args)
+    stdout = _console()
+    # With --json, stdout carries only the summary; progress goes to stderr.
+    console = _console(stderr=True) if args.as_json else stdout
+    if mode == "SPEC":
+        assert args.spec is not None
+        loaded = load_spec_file(args.spec, registry=registry)
+        if args.dry_run:
+            print_plan(loaded, stdout, args.as_json)
+            return 0
+    elif args.dry_run:
+        raise ConfigError("--dry-run shows the plan of a SPEC file; with --resume, use 'clonechat ls' to see progress")
+
+    with Database.open(args.db, create=mode == "SPEC") as db:
+        experiment_id: str | None = None
+        statuses: tuple[str, ...] = UNFINISHED
+        if mode == "SPEC":
+            name = loaded.name
+            existing = find_experiment(db, name)
+            if existing is not None and args.new:
+                name = free_name(db, name)
+                console.print(f"starting a fresh experiment '{escape(name)}' ('{escape(loaded.name)}' exists)")
+            elif existing is not None:
+                check_same_spec(db, existing, loaded)
+                experiment_id = existing.id
+                console.print(f"resuming experiment '{escape(name)}' from {escape(str(db.path))}")
+        else:
+            name = args.resume or args.retry_failed or ""
+            existing, loaded = _stored_spec(db, name, registry)
+            experiment_id = existing.id
+            if mode == "--retry-failed":
+                statuses = ("failed",)
+        plain = None if console.is_terminal else args.progress_interval
+        result = anyio.run(
+            lambda: execute(
+                db,
+                loaded,
+                name=name,
+                experiment_id=experiment_id,
+                statuses=statuses,
+                concurrency=args.concurrency or loaded.spec.concurrency,
+                grace=args.grace,
+                console=console,
+                plain_interval=plain,
+            ),
+            backend=args.backend,
+        )
+        summary = _summary(db, result, 0)
+    failed = summary["dialogues"].get("failed", 0)
+    exit_code = EXIT_INTERRUPTED if result.stopped else EXIT_FAILED if failed else 0
+    summary["exit_code"] = exit_code
+    if args.as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        _print_summary(summary, console)
+    return exit_code
