@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
 from clonechat.engine.dialogue import Agent, DialogueSettings, opening_node
 from clonechat.engine.events import Event
 from clonechat.engine.records import NodeRecord
@@ -37,3 +41,34 @@ def settings(dialogue_id: str = "D1", **kw: object) -> DialogueSettings:
     values: dict[str, object] = {"max_turns": 4, "seed": 7}
     values.update(kw)
     return DialogueSettings(dialogue_id=dialogue_id, **values)  # type: ignore[arg-type]
+
+
+def stored_conversations(db_path: Path) -> dict[tuple[str, str, int], list[tuple[str, int, str]]]:
+    """Every dialogue's current conversation, read with plain sqlite3: (experiment, condition,
+    replicate) -> [(speaker, turn_index, content), ...] from the opening to the head."""
+    query = """
+        WITH RECURSIVE path(dialogue_id, node_id, depth) AS (
+            SELECT id, head_node_id, 0 FROM dialogue
+            UNION ALL
+            SELECT path.dialogue_id, node.parent_id, path.depth + 1
+            FROM path JOIN node ON node.id = path.node_id
+            WHERE node.parent_id IS NOT NULL
+        )
+        SELECT e.name, c.name, d.replicate, n.speaker, n.turn_index, n.content
+        FROM path
+        JOIN node n ON n.id = path.node_id
+        JOIN dialogue d ON d.id = path.dialogue_id
+        JOIN condition c ON c.id = d.condition_id
+        JOIN experiment e ON e.id = c.experiment_id
+        ORDER BY e.name, c.name, d.replicate, path.depth DESC
+    """
+    out: dict[tuple[str, str, int], list[tuple[str, int, str]]] = {}
+    with closing(sqlite3.connect(db_path)) as conn:
+        for experiment, condition, replicate, speaker, turn_index, content in conn.execute(query):
+            out.setdefault((experiment, condition, replicate), []).append((speaker, turn_index, content))
+    return out
+
+
+def statuses(db_path: Path) -> dict[str, int]:
+    with closing(sqlite3.connect(db_path)) as conn:
+        return dict(conn.execute("SELECT status, count(*) FROM dialogue GROUP BY status").fetchall())

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from clonechat.engine.dialogue import run_dialogue
-from clonechat.engine.events import DialogueEnded, NodeCompleted, TokenDelta, TurnFailed, TurnStarted
+from clonechat.engine.events import DialogueEnded, Event, NodeCompleted, TokenDelta, TurnFailed, TurnStarted
 from clonechat.engine.records import turn_seed
 from clonechat.errors import ConfigError, ProviderError
 from clonechat.providers.base import ChatRequest
@@ -169,6 +169,38 @@ async def test_already_finished_path_ends_immediately() -> None:
     again = await run_dialogue(settings(max_turns=2), two_agents(provider), full.path, EventLog())
     assert again.reason == "max_turns"
     assert provider.requests == []
+
+
+async def test_resumed_path_ending_in_the_stop_phrase_takes_no_more_turns() -> None:
+    """A crash between storing the stop-phrase turn and marking the dialogue ended must not
+    let a resume carry on past the agent's goodbye."""
+    first = await run_dialogue(
+        settings(max_turns=10), two_agents(ScriptedProvider(["hi", "bye ^C^C"])), new_path(), EventLog()
+    )
+    assert first.reason == "stop_phrase"
+    provider = ScriptedProvider()
+    again = await run_dialogue(settings(max_turns=10), two_agents(provider), first.path, EventLog())
+    assert again.reason == "stop_phrase"
+    assert provider.requests == []
+
+
+async def test_stop_event_lets_the_turn_in_flight_finish_and_starts_no_new_one() -> None:
+    stop = anyio.Event()
+    provider = ScriptedProvider(["w " * 20], delay=0.01)
+    log = EventLog()
+
+    async def stop_during_turn_two(event: Event) -> None:
+        await log(event)
+        if isinstance(event, TokenDelta) and len(log.of(TurnStarted)) == 2:
+            stop.set()
+
+    outcome = await run_dialogue(
+        settings(max_turns=10), two_agents(provider), new_path(), stop_during_turn_two, stop=stop
+    )
+    assert (outcome.status, outcome.reason) == ("interrupted", "stopped")
+    assert len(outcome.turns) == 2  # turn 2 was in flight when asked to stop: it finished
+    assert len(log.of(TurnStarted)) == 2
+    assert outcome.turns[-1].completion_tokens == 20  # whole, not cut short
 
 
 def test_invalid_settings_are_rejected() -> None:

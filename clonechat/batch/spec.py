@@ -37,6 +37,7 @@ import difflib
 import hashlib
 import json
 import random
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ from clonechat.engine.dialogue import DEFAULT_STOP_PHRASE
 from clonechat.engine.records import AgentName
 from clonechat.errors import ClonechatError, ConfigError
 from clonechat.prompts import PromptLibrary
-from clonechat.registry import ModelSpec, Registry, spec_from_toml
+from clonechat.registry import ModelSpec, Registry, api_key, spec_from_toml
 from clonechat.session import DialogueBlueprint, DialogueRequest, blueprint
 
 #: Settings that change how a run goes but not what it produces: changing them in the file
@@ -211,7 +212,7 @@ def _describe(error: ErrorDetails, known_keys: list[str]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         key = str(error["loc"][-1])
-        close = difflib.get_close_matches(key, known_keys, n=1)
+        close = difflib.get_close_matches(key, known_keys, n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known_keys)})"
         return f"unknown key '{key}'{hint}"
     if kind == "missing":
@@ -242,10 +243,11 @@ class _Where:
         self.path = path
         self.text = text
 
-    def error(self, loc: Loc, reason: str) -> SpecError:
+    def error(self, loc: Loc, reason: str, *, shown: Loc | None = None) -> SpecError:
         line = line_of(self.text, loc) if loc else None
         place = f"{self.path}:{line}" if line else self.path
-        key = f" {format_loc(loc)}:" if loc else ""
+        shown = loc if shown is None else shown
+        key = f" {format_loc(shown)}:" if shown else ""
         return SpecError(f"{place}:{key} {reason}")
 
 
@@ -253,10 +255,11 @@ def _validation_error(where: _Where, exc: ValidationError) -> SpecError:
     errors = exc.errors()
     first = errors[0]
     loc = tuple(first["loc"])
-    # A failed model validator reports at the model's own level; keep only real keys.
     reason = _describe(first, _known_keys(loc))
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-    return where.error(loc, reason + more)
+    # For a key that is missing or unknown, name the table it is missing from or unknown in.
+    shown = loc[:-1] if first["type"] in ("missing", "extra_forbidden") else loc
+    return where.error(loc, reason + more, shown=shown)
 
 
 def _resolve(where: _Where, spec: ExperimentSpec, registry: Registry, library: PromptLibrary) -> list[PlannedCondition]:
@@ -327,8 +330,8 @@ def parse_spec(
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        place = f"{path}:{line}" if line else path
+        found = re.search(r"at line (\d+)", str(exc))
+        place = f"{path}:{found.group(1)}" if found else path
         raise SpecError(f"{place}: not valid TOML: {exc}") from None
     if default_name and "name" not in raw:
         raw["name"] = default_name
@@ -344,6 +347,13 @@ def parse_spec(
             raise where.error(("models", name), str(exc).split(": ", 2)[-1]) from None
     library = library or PromptLibrary()
     conditions = _resolve(where, spec, Registry(models), library)
+    for condition in conditions:
+        for model in (condition.blueprint.spec_a, condition.blueprint.spec_b):
+            # A missing key is a problem to report now, not a failure after the plan is stored.
+            try:
+                api_key(model)
+            except ConfigError as exc:
+                raise where.error(("models", model.name, "api_key_env"), str(exc)) from None
     return LoadedSpec(path, text, spec, conditions, models)
 
 

@@ -1,0 +1,151 @@
+"""Crash test: a batch killed with SIGKILL again and again, some kills inside an open write
+transaction, resumed each time, ends exactly as an uninterrupted run does."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from clonechat.cli import app
+from tests.helpers import statuses, stored_conversations
+
+SPEC = """\
+name = "crash"
+replicates = 8
+max_turns = 12
+seed = 11
+concurrency = 4
+model_a = "scripted"
+
+[params]
+max_tokens = 40
+
+[[conditions]]
+template = "clone-aware"
+
+[[conditions]]
+template = "told-other-ai"
+
+[[conditions]]
+template = "no-frame"
+"""
+KILLS = 24
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start(spec: Path, db: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.crash.driver", str(spec), "--db", str(db), "--progress-interval", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+class Lines:
+    """Reads a child's output on a thread and signals each line it is waiting for."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.ready = threading.Event()
+        self.in_commit = threading.Event()
+        self.text: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.text.append(line)
+            if line.startswith("READY"):
+                self.ready.set()
+            elif line.startswith("IN-COMMIT"):
+                self.in_commit.set()
+
+    def join(self) -> None:
+        self._thread.join(timeout=10)
+
+
+def check_consistent(db: Path) -> None:
+    with closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        # No turn outside a dialogue's current conversation: nothing duplicated or orphaned.
+        duplicates = conn.execute(
+            "SELECT dialogue_id, turn_index, count(*) FROM node WHERE kind = 'turn' "
+            "GROUP BY dialogue_id, turn_index HAVING count(*) > 1"
+        ).fetchall()
+        assert duplicates == []
+        turn_rows = conn.execute("SELECT count(*) FROM node WHERE kind = 'turn'").fetchone()[0]
+    on_paths = sum(len(path) - 1 for path in stored_conversations(db).values())
+    assert turn_rows == on_paths
+    for path in stored_conversations(db).values():
+        assert [turn_index for _, turn_index, _ in path] == list(range(len(path)))
+
+
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    spec, db = tmp_path / "crash.toml", tmp_path / "crash.db"
+    spec.write_text(SPEC)
+    rng = random.Random(20261123)
+    kills = kills_in_commit = runs = 0
+    progress: list[int] = []
+    while kills < KILLS:
+        runs += 1
+        assert runs < KILLS * 3, "the batch keeps finishing before it can be killed: make it slower"
+        proc = start(spec, db)
+        lines = Lines(proc)
+        assert lines.ready.wait(60), "".join(lines.text)
+        during_commit = kills % 2 == 0
+        if during_commit:
+            # Kill while the writer holds an open transaction with rows inserted: the driver
+            # pauses 50 ms inside the transaction after announcing it.
+            time.sleep(rng.uniform(0.0, 1.0))
+            lines.in_commit.clear()
+            hit = lines.in_commit.wait(5)
+        else:
+            time.sleep(rng.uniform(0.0, 1.5))
+            hit = False
+        finished = proc.poll() is not None
+        if not finished:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+            kills_in_commit += int(during_commit and hit)
+        proc.wait(timeout=30)
+        lines.join()
+        if finished:
+            # It completed before the kill: the test needs more dialogues.
+            assert proc.returncode == 0, "".join(lines.text)
+            break
+        if db.exists():
+            check_consistent(db)
+            progress.append(sum(len(p) - 1 for p in stored_conversations(db).values()))
+
+    assert kills >= 20, f"only {kills} kills landed before the batch finished"
+    assert kills_in_commit >= 5, f"only {kills_in_commit} kills landed inside a transaction"
+    assert progress == sorted(progress), "a kill must never lose committed turns"
+
+    final = start(spec, db)
+    out, _ = final.communicate(timeout=120)
+    assert final.returncode == 0, out
+    check_consistent(db)
+    assert statuses(db) == {"completed": 24}
+
+    clean = tmp_path / "clean.db"
+    result = CliRunner().invoke(app, ["batch", str(spec), "--db", str(clean)])
+    assert result.exit_code == 0, result.output
+    crashed, uninterrupted = stored_conversations(db), stored_conversations(clean)
+    assert len(uninterrupted) == 24
+    assert all(len(path) == 13 for path in uninterrupted.values())
+    assert crashed == uninterrupted
