@@ -196,6 +196,7 @@ def test_failed_dialogue_is_marked_others_go_on_and_retry_failed_reruns_only_it(
 
 
 CLONECHAT = [sys.executable, "-m", "clonechat"]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_batch(*args: str | Path) -> subprocess.Popen[str]:
@@ -299,3 +300,28 @@ def test_resume_after_stop_completes_exactly_like_an_uninterrupted_run(tmp_path:
     assert {k: [(s, t) for s, t, _ in p] for k, p in final.items()} == {
         k: [(s, t) for s, t, _ in p] for k, p in clean.items()
     }
+
+
+@pytest.mark.parametrize("spec", sorted((ROOT / "runs").glob("*.toml")), ids=lambda p: p.name)
+def test_example_specs_are_valid(spec: Path, tmp_path: Path) -> None:
+    result = batch(spec, "--dry-run", "--json", "--db", tmp_path / "x.db")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["dialogues"] > 0
+
+
+@pytest.mark.model
+def test_smoke_spec_runs_on_the_embedded_model(tmp_path: Path) -> None:
+    db = tmp_path / "smoke.db"
+    proc = start_batch(ROOT / "runs" / "smoke.toml", "--db", db, "--json")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["dialogues"] == {"total": 4, "completed": 4}
+    conversations = stored_conversations(db)
+    assert set(conversations) == {("smoke", c, r) for c in ("clone-aware", "no-frame") for r in (1, 2)}
+    for path in conversations.values():
+        assert 2 <= len(path) <= 5
+        assert all(content.strip() for _, turn_index, content in path if turn_index > 0)
+    with closing(sqlite3.connect(db)) as conn:
+        models = {row[0] for row in conn.execute("SELECT DISTINCT model FROM node WHERE kind = 'turn'")}
+    assert models == {"SmolLM2-135M-Instruct-Q4_1"}
