@@ -160,17 +160,16 @@ class StoredDialogue:
     root: NodeRecord
 
 
-def store_dialogue(
-    conn: Connection,
-    plan: DialogueBlueprint,
-    experiment_id: str,
-    *,
-    replicate: int | None = None,
-    seed: int | None = None,
-    first_speaker: AgentName | None = None,
-) -> StoredDialogue:
-    """Write one dialogue (its condition, prompts, row and opening node) in the caller's
-    transaction. ``replicate`` defaults to the condition's next one."""
+@dataclass(frozen=True)
+class StoredCondition:
+    condition_id: str
+    system_prompt_a: str
+    system_prompt_b: str
+    opening_prompt: str
+
+
+def store_condition(conn: Connection, plan: DialogueBlueprint, experiment_id: str) -> StoredCondition:
+    """The condition row and the rendered prompts its dialogues share (idempotent)."""
     request = plan.request
     condition_id = writes.ensure_condition(
         conn,
@@ -187,19 +186,37 @@ def store_dialogue(
             "params_b": plan.params_b.as_dict(),
         },
     )
-    hashes = [writes.store_prompt(conn, prompt) for prompt in (plan.system_a, plan.system_b, plan.opening)]
+    a, b, opening = (writes.store_prompt(conn, prompt) for prompt in (plan.system_a, plan.system_b, plan.opening))
+    return StoredCondition(condition_id, a, b, opening)
+
+
+def store_dialogue(
+    conn: Connection,
+    plan: DialogueBlueprint,
+    experiment_id: str,
+    *,
+    replicate: int | None = None,
+    seed: int | None = None,
+    first_speaker: AgentName | None = None,
+    condition: StoredCondition | None = None,
+) -> StoredDialogue:
+    """Write one dialogue (its condition and prompts unless given, its row and opening node) in
+    the caller's transaction. ``replicate`` defaults to the condition's next one."""
+    request = plan.request
+    condition = condition or store_condition(conn, plan, experiment_id)
     if replicate is None:
-        replicate = writes.next_replicate(conn, condition_id)
+        replicate = writes.next_replicate(conn, condition.condition_id)
     if seed is None:
         seed = request.seed if request.seed is not None else random.randrange(2**31)
     # Who speaks first alternates across replicates, so position effects average out.
     first: AgentName = first_speaker or request.first_speaker or ("A" if replicate % 2 == 1 else "B")
     dialogue_id = new_id()
+    root = opening_node(dialogue_id, plan.opening.text)
     writes.create_dialogue(
         conn,
         writes.NewDialogue(
             id=dialogue_id,
-            condition_id=condition_id,
+            condition_id=condition.condition_id,
             replicate=replicate,
             seed=seed,
             first_speaker=first,
@@ -208,15 +225,14 @@ def store_dialogue(
             stop_phrase=request.stop_phrase,
             model_a=plan.spec_a.name,
             model_b=plan.spec_b.name,
-            system_prompt_a=hashes[0],
-            system_prompt_b=hashes[1],
-            opening_prompt=hashes[2],
+            system_prompt_a=condition.system_prompt_a,
+            system_prompt_b=condition.system_prompt_b,
+            opening_prompt=condition.opening_prompt,
             settings={"params_a": plan.params_a.as_dict(), "params_b": plan.params_b.as_dict()},
+            head_node_id=root.id,
         ),
     )
-    root = opening_node(dialogue_id, plan.opening.text)
     writes.insert_nodes(conn, [root])
-    writes.update_dialogue(conn, dialogue_id, head_node_id=root.id)
     return StoredDialogue(dialogue_id, replicate, first, seed, root)
 
 

@@ -21,7 +21,7 @@ from clonechat.batch.spec import RUNTIME_KEYS, LoadedSpec
 from clonechat.engine.records import NodeRecord
 from clonechat.errors import ConfigError
 from clonechat.registry import ProviderPool, Registry
-from clonechat.session import PreparedDialogue, resume_dialogue, store_dialogue
+from clonechat.session import PreparedDialogue, resume_dialogue, store_condition, store_dialogue
 from clonechat.store import reads, writes
 from clonechat.store.database import Database
 from clonechat.store.models import Condition, Dialogue, Experiment, Node, Prompt
@@ -90,15 +90,17 @@ def check_same_spec(db: Database, experiment: Experiment, loaded: LoadedSpec) ->
 def store_plan(conn: Connection, loaded: LoadedSpec, name: str) -> str:
     """Write the experiment and every planned dialogue; returns the experiment id."""
     experiment_id = writes.ensure_experiment(conn, name, spec=loaded.text, spec_hash=loaded.canonical_hash)
-    conditions = {c.name: c for c in loaded.conditions}
+    blueprints = {c.name: c.blueprint for c in loaded.conditions}
+    stored = {name: store_condition(conn, plan, experiment_id) for name, plan in blueprints.items()}
     for planned in loaded.dialogues():
         store_dialogue(
             conn,
-            conditions[planned.condition].blueprint,
+            blueprints[planned.condition],
             experiment_id,
             replicate=planned.replicate,
             seed=planned.seed,
             first_speaker=planned.first_speaker,
+            condition=stored[planned.condition],
         )
     return experiment_id
 

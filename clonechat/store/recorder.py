@@ -6,10 +6,7 @@ the single writer, so the store sees events in the order the engine emitted them
 
 from __future__ import annotations
 
-from sqlalchemy import Connection
-
 from clonechat.engine.events import DialogueEnded, DialogueStarted, Event, NodeCompleted
-from clonechat.engine.records import CONVERSATION_KINDS, NodeRecord
 from clonechat.store import writes
 from clonechat.store.writer import StoreWriter
 
@@ -20,7 +17,7 @@ class Recorder:
 
     async def __call__(self, event: Event) -> None:
         if isinstance(event, NodeCompleted):
-            await self.writer.submit(_store_node(event.node))
+            self.writer.submit_nodes([event.node])
         elif isinstance(event, DialogueStarted):
             dialogue_id = event.dialogue_id
             await self.writer.submit(
@@ -38,12 +35,3 @@ class Recorder:
                     head_node_id=ended.leaf_id,
                 )
             )
-
-
-def _store_node(node: NodeRecord) -> writes.WriteFunction:
-    def write(conn: Connection) -> None:
-        writes.insert_nodes(conn, [node])
-        if node.kind in CONVERSATION_KINDS:
-            writes.update_dialogue(conn, node.dialogue_id, head_node_id=node.id)
-
-    return write

@@ -10,7 +10,7 @@ the queue before returning, so every turn handed to it is stored.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,7 +21,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from clonechat.engine.records import NodeRecord
 from clonechat.errors import StoreError
+from clonechat.store import writes
 from clonechat.store.database import Database
 
 T = TypeVar("T")
@@ -30,10 +32,12 @@ WriteFunction = Callable[[Connection], Any]
 
 @dataclass
 class _Job:
-    fn: WriteFunction
+    fn: WriteFunction | None
     done: anyio.Event | None = None
     result: Any = None
     error: BaseException | None = field(default=None)
+    #: A node write: kept as data so consecutive ones commit as one multi-row insert.
+    nodes: Sequence[NodeRecord] = ()
 
 
 def _reason(error: BaseException) -> str:
@@ -57,6 +61,12 @@ class StoreWriter:
         self._raise_if_failed()
         await self._send.send(_Job(fn))
 
+    def submit_nodes(self, nodes: Sequence[NodeRecord]) -> None:
+        """Queue finished nodes; a conversation node also becomes its dialogue's head, in the same
+        transaction. Never blocks (the queue is unbounded), so it costs a turn no scheduling."""
+        self._raise_if_failed()
+        self._send.send_nowait(_Job(None, nodes=nodes))
+
     async def call(self, fn: Callable[[Connection], T]) -> T:
         """Run a write and wait until it has committed; return its result."""
         self._raise_if_failed()
@@ -79,13 +89,27 @@ class StoreWriter:
         if self._failure is not None:
             raise self._failure
 
+    @staticmethod
+    def _apply(conn: Connection, jobs: list[_Job]) -> None:
+        """Run the jobs in order; runs of node writes go in as one multi-row insert."""
+        pending: list[NodeRecord] = []
+        for job in jobs:
+            if job.fn is None:
+                pending.extend(job.nodes)
+                continue
+            if pending:
+                writes.insert_nodes_and_heads(conn, pending)
+                pending = []
+            job.result = job.fn(conn)
+        if pending:
+            writes.insert_nodes_and_heads(conn, pending)
+
     def _commit(self, jobs: list[_Job]) -> None:
         """Worker thread: one transaction for the batch; if it fails, retry each job alone so
         one bad write cannot take innocent ones down with it."""
         try:
             with self.db.writer_engine.begin() as conn:
-                for job in jobs:
-                    job.result = job.fn(conn)
+                self._apply(conn, jobs)
             return
         except SQLAlchemyError:
             if len(jobs) == 1:
@@ -93,7 +117,7 @@ class StoreWriter:
         for job in jobs:
             try:
                 with self.db.writer_engine.begin() as conn:
-                    job.result = job.fn(conn)
+                    self._apply(conn, [job])
             except SQLAlchemyError as exc:
                 job.error = exc
 

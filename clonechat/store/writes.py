@@ -7,18 +7,19 @@ never duplicates a row.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects.sqlite import insert
 from sqlmodel import col
 
-from clonechat.engine.records import NodeRecord, new_id
+from clonechat.engine.records import CONVERSATION_KINDS, NodeRecord, new_id
 from clonechat.prompts import RenderedPrompt
-from clonechat.store.models import Condition, Dialogue, Experiment, Node, Prompt, PromptTemplate
+from clonechat.store.models import Condition, Dialogue, Experiment, Prompt, PromptTemplate
 
 WriteFunction = Callable[[Connection], Any]
 
@@ -109,6 +110,7 @@ class NewDialogue:
     system_prompt_b: str
     opening_prompt: str
     settings: dict[str, Any]
+    head_node_id: str | None = None
 
 
 def create_dialogue(conn: Connection, dialogue: NewDialogue) -> None:
@@ -120,17 +122,43 @@ def create_dialogue(conn: Connection, dialogue: NewDialogue) -> None:
     )
 
 
-def node_row(node: NodeRecord) -> dict[str, Any]:
-    """The ``node`` table row for an engine record (the record's fields are a subset of the
-    table's columns, by design)."""
-    row = {f.name: getattr(node, f.name) for f in fields(NodeRecord)}
-    row["params"] = dict(node.params)
-    return row
+_NODE_COLUMNS = [f.name for f in fields(NodeRecord)]
+_INSERT_NODES = (
+    f"INSERT INTO node ({', '.join(_NODE_COLUMNS)}) VALUES ({', '.join('?' for _ in _NODE_COLUMNS)}) "
+    "ON CONFLICT DO NOTHING"
+)
+
+
+def _sqlite_value(value: Any) -> Any:
+    """A column value as SQLAlchemy stores it in SQLite (JSON text, naive UTC timestamp text),
+    so rows written here read back exactly like rows written through the ORM."""
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
 
 
 def insert_nodes(conn: Connection, nodes: list[NodeRecord]) -> None:
+    """Insert nodes, skipping any already stored. This is the hot path of a large batch (every
+    turn of every dialogue), so it is one DB-API ``executemany`` rather than SQLAlchemy's
+    per-row bind processing, which cost several times more per turn."""
     if nodes:
-        conn.execute(insert(Node).on_conflict_do_nothing(), [node_row(n) for n in nodes])
+        rows = [tuple(_sqlite_value(getattr(n, c)) for c in _NODE_COLUMNS) for n in nodes]
+        conn.exec_driver_sql(_INSERT_NODES, rows)
+
+
+def insert_nodes_and_heads(conn: Connection, nodes: list[NodeRecord]) -> None:
+    """Insert finished nodes and move each dialogue's head to its newest conversation node,
+    in the caller's transaction (so a head never points at a turn that is not stored)."""
+    insert_nodes(conn, nodes)
+    heads = {n.dialogue_id: n.id for n in nodes if n.kind in CONVERSATION_KINDS}
+    if heads:
+        now = _now()
+        conn.execute(
+            update(Dialogue).where(col(Dialogue.id) == bindparam("dialogue_id")),
+            [{"dialogue_id": d, "head_node_id": h, "updated_at": now} for d, h in heads.items()],
+        )
 
 
 def update_dialogue(conn: Connection, dialogue_id: str, **values: Any) -> None:
