@@ -349,3 +349,20 @@ def test_retry_after_parsing() -> None:
     assert retry_after_seconds({"Retry-After": "Wed, 31 Dec 2025 00:00:00 GMT"}, now) == 0
     assert retry_after_seconds({"Retry-After": "soon"}, now) is None
     assert retry_after_seconds({}, now) is None
+
+
+async def test_an_endpoint_spreads_connections_over_small_pools() -> None:
+    """httpcore's pool bookkeeping is quadratic in its size; many small pools keep it cheap."""
+    endpoint = Endpoint("http://127.0.0.1:9/v1", max_connections=100)
+    try:
+        with endpoint.client() as first, endpoint.client() as second:
+            assert first is not second  # the least busy pool is chosen
+            with endpoint.client() as third, endpoint.client() as fourth, endpoint.client() as fifth:
+                assert len({id(c) for c in (first, second, third, fourth)}) == 4
+                assert fifth in (first, second, third, fourth)
+        assert len(endpoint._clients) == 4
+        assert endpoint._in_flight == [0, 0, 0, 0]
+        limits = endpoint._clients[0]._transport._pool._max_connections  # type: ignore[attr-defined]
+        assert limits == 25
+    finally:
+        await endpoint.aclose()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +31,15 @@ class StreamProtocolError(RetryableProviderError):
     choices). Retried, since a cut connection looks the same; recorded if it persists."""
 
 
+#: Connections per pooled client. httpcore's pool scans every connection for every idle one on
+#: each request and response (quadratic: encode/httpcore#1035), which froze the event loop for
+#: seconds with 1,000 connections in one pool; pools of 32 keep each scan trivial.
+CONNECTIONS_PER_CLIENT = 32
+
+
 @dataclass
 class Endpoint:
-    """One base URL: a pooled client and a concurrency limit shared by every model on it."""
+    """One base URL: pooled clients and a concurrency limit shared by every model on it."""
 
     base_url: str
     max_connections: int = 8
@@ -40,27 +47,42 @@ class Endpoint:
     #: Longest silence allowed inside a response (a hung stream fails after this).
     idle_timeout: float = 60.0
     limiter: AdaptiveLimiter = field(init=False)
-    _client: httpx.AsyncClient | None = field(default=None, init=False)
+    _clients: list[httpx.AsyncClient] = field(default_factory=list, init=False)
+    _in_flight: list[int] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         self.limiter = AdaptiveLimiter(self.max_connections)
 
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
+    def _open_clients(self) -> None:
+        count = -(-self.max_connections // CONNECTIONS_PER_CLIENT)
+        per_client = -(-self.max_connections // count)
+        self._clients = [
+            httpx.AsyncClient(
                 base_url=self.base_url.rstrip("/") + "/",
                 timeout=httpx.Timeout(self.idle_timeout, connect=self.connect_timeout, pool=None),
-                limits=httpx.Limits(
-                    max_connections=self.max_connections, max_keepalive_connections=self.max_connections
-                ),
+                limits=httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client),
             )
-        return self._client
+            for _ in range(count)
+        ]
+        self._in_flight = [0] * count
+
+    @contextmanager
+    def client(self) -> Iterator[httpx.AsyncClient]:
+        """The least busy pooled client, for one request. The limiter keeps the total in flight
+        within ``max_connections``, so the least busy client always has a free connection."""
+        if not self._clients:
+            self._open_clients()
+        index = min(range(len(self._clients)), key=self._in_flight.__getitem__)
+        self._in_flight[index] += 1
+        try:
+            yield self._clients[index]
+        finally:
+            self._in_flight[index] -= 1
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = self._clients, []
+        for client in clients:
+            await client.aclose()
 
 
 @dataclass
@@ -196,7 +218,10 @@ class HttpProvider(ABC):
 
     async def _exchange(self, request: ChatRequest, state: StreamState) -> None:
         payload = self.payload(request, self.stream)
-        client = self.endpoint.client
+        with self.endpoint.client() as client:
+            await self._exchange_on(client, payload, state)
+
+    async def _exchange_on(self, client: httpx.AsyncClient, payload: dict[str, Any], state: StreamState) -> None:
         async with client.stream("POST", self.path, json=payload, headers=self.headers()) as response:
             if response.status_code >= 400:
                 raise self._status_error(response, (await response.aread())[:2000])
