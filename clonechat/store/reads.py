@@ -70,7 +70,9 @@ def list_dialogues(
 def resolve_dialogue(db: Database, id_or_prefix: str) -> Dialogue:
     """A dialogue by full id or unique prefix (ids are long; prefixes are kind to typists)."""
     with db.session() as session:
-        matches = session.exec(select(Dialogue).where(col(Dialogue.id).startswith(id_or_prefix.upper())).limit(2)).all()
+        matches = session.exec(
+            select(Dialogue).where(col(Dialogue.id).startswith(id_or_prefix.upper(), autoescape=True)).limit(2)
+        ).all()
     if not matches:
         raise NotFoundError(f"no dialogue with id {id_or_prefix!r} in {db.path}")
     if len(matches) > 1:
