@@ -74,12 +74,12 @@ import clonechat.batch.runner as runner_module
 from clonechat.batch.progress import BatchProgress, PlainProgress
 from clonechat.batch.runner import BatchControl, run_jobs
 from clonechat.batch.spec import LoadedSpec, parse_spec
-from clonechat.batch.store import UNFINISHED, DialogueJob, load_jobs, store_plan
+from clonechat.batch.store import UNFINISHED, DialogueJob, load_jobs, provider_pool, store_plan
 from clonechat.engine import dialogue as engine_dialogue
 from clonechat.engine.dialogue import Agent, DialogueOutcome, DialogueSettings
 from clonechat.engine.events import Event, EventSink, NodeCompleted, fan_out
 from clonechat.engine.records import NodeRecord
-from clonechat.registry import ProviderPool, Registry
+from clonechat.registry import Registry
 from clonechat.store.database import Database
 from clonechat.store.recorder import Recorder
 from clonechat.store.writer import open_writer
@@ -293,12 +293,8 @@ async def run_batch(
 ) -> BatchRun:
     """``execute`` minus the CLI: store the plan, load the jobs, run them, drain the writer.
     ``seconds`` covers run_jobs and the writer's final drain."""
-    registry = Registry(loaded.models)
-    pool = ProviderPool()
+    registry, pool = provider_pool(loaded)
     try:
-        for condition in loaded.conditions:
-            pool.get(condition.blueprint.spec_a)
-            pool.get(condition.blueprint.spec_b)
         async with open_writer(db) as writer:
             experiment_id = await writer.call(lambda conn: store_plan(conn, loaded, loaded.name))
             jobs: list[DialogueJob] = await anyio.to_thread.run_sync(

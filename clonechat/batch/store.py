@@ -105,6 +105,16 @@ def store_plan(conn: Connection, loaded: LoadedSpec, name: str) -> str:
     return experiment_id
 
 
+def provider_pool(loaded: LoadedSpec) -> tuple[Registry, ProviderPool]:
+    """The spec's models and a pool with each model's provider already created, so a problem
+    creating one fails before anything is written."""
+    pool = ProviderPool()
+    for condition in loaded.conditions:
+        pool.get(condition.blueprint.spec_a)
+        pool.get(condition.blueprint.spec_b)
+    return Registry(loaded.models), pool
+
+
 @dataclass(frozen=True)
 class DialogueJob:
     """A dialogue to run (or continue), with the condition it belongs to."""

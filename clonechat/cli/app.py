@@ -55,6 +55,11 @@ def _use_registry(models_file: Path | None) -> Registry:
     return registry
 
 
+def _check_backend(backend: str) -> None:
+    if backend not in ("asyncio", "trio"):
+        raise ConfigError(f"--backend must be asyncio or trio (got {backend!r})")
+
+
 def _parse_vars(pairs: list[str]) -> dict[str, str]:
     values: dict[str, str] = {}
     for pair in pairs:
@@ -103,8 +108,7 @@ def run(
         _use_registry(models_file)
         if first not in (None, "A", "B"):
             raise ConfigError(f"--first must be A or B (got {first!r})")
-        if backend not in ("asyncio", "trio"):
-            raise ConfigError(f"--backend must be asyncio or trio (got {backend!r})")
+        _check_backend(backend)
         request = DialogueRequest(
             condition=condition,
             model_a=model,
@@ -168,8 +172,7 @@ def batch(
     from clonechat.cli.batch import BatchArgs, batch_command
 
     def go() -> int:
-        if backend not in ("asyncio", "trio"):
-            raise ConfigError(f"--backend must be asyncio or trio (got {backend!r})")
+        _check_backend(backend)
         registry = _use_registry(models_file)
         args = BatchArgs(
             spec=spec,

@@ -26,12 +26,13 @@ from clonechat.batch.store import (
     find_experiment,
     free_name,
     load_jobs,
+    provider_pool,
     store_plan,
 )
 from clonechat.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED
 from clonechat.engine.events import fan_out
 from clonechat.errors import ConfigError, NotFoundError
-from clonechat.registry import ProviderPool, Registry
+from clonechat.registry import Registry
 from clonechat.store.database import Database
 from clonechat.store.models import Experiment
 from clonechat.store.recorder import Recorder
@@ -200,13 +201,8 @@ async def execute(
     plain_interval: float | None,
 ) -> BatchResult:
     """Store the plan if ``experiment_id`` is None, then run every dialogue in ``statuses``."""
-    registry = Registry(loaded.models)
-    pool = ProviderPool()
+    registry, pool = provider_pool(loaded)
     try:
-        # Create each model's provider now: a missing API key fails here, before anything is written.
-        for condition in loaded.conditions:
-            pool.get(condition.blueprint.spec_a)
-            pool.get(condition.blueprint.spec_b)
         async with open_writer(db) as writer:
             created = experiment_id is None
             if experiment_id is None:
