@@ -10,13 +10,19 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner, Result
 
+from clonechat.batch.progress import BatchProgress, progress_line
+from clonechat.batch.store import DialogueJob
 from clonechat.cli import app
-from tests.helpers import statuses, stored_conversations
+from clonechat.engine.events import DialogueEnded, DialogueStarted, NodeCompleted
+from clonechat.providers.scripted import ScriptedProvider
+from clonechat.session import PreparedDialogue
+from tests.helpers import new_path, settings, statuses, stored_conversations, two_agents
 from tests.servers.fake_model import FakeModelServer, Hang, Reply, Stream, fake_model_server, openai_body, openai_events
 
 SCRIPTED = """\
@@ -325,3 +331,26 @@ def test_smoke_spec_runs_on_the_embedded_model(tmp_path: Path) -> None:
     with closing(sqlite3.connect(db)) as conn:
         models = {row[0] for row in conn.execute("SELECT DISTINCT model FROM node WHERE kind = 'turn'")}
     assert models == {"SmolLM2-135M-Instruct-Q4_1"}
+
+
+@pytest.mark.anyio
+async def test_progress_counts_and_eta_follow_the_events() -> None:
+    agents = two_agents(ScriptedProvider())
+    jobs = [
+        DialogueJob("c1", PreparedDialogue(settings(f"D{i}", max_turns=4), agents, new_path(f"D{i}"), i))
+        for i in (1, 2)
+    ]
+    progress = BatchProgress.for_jobs(jobs)
+    entry = progress.conditions["c1"]
+    assert (entry.total, entry.turns_left) == (2, 8)
+    await progress(DialogueStarted("D1", "A", 0))
+    await progress(DialogueStarted("D2", "A", 0))
+    turn = jobs[0].prepared.path[0]
+    await progress(NodeCompleted(replace(turn, kind="turn", turn_index=1)))
+    assert (entry.running, entry.turns, entry.turns_left) == (2, 1, 7)
+    await progress(DialogueEnded("D1", "completed", "stop_phrase", 1, turn.id))
+    await progress(DialogueEnded("D2", "failed", "error", 0, "x", error="boom"))
+    assert (entry.done, entry.failed, entry.running, entry.turns_left) == (1, 1, 0, 0)
+    assert progress.eta() == 0.0
+    assert [f.error for f in progress.failures] == ["boom"]
+    assert "1/2 dialogues done, 0 running, 1 failed" in progress_line(progress, "exp")

@@ -87,11 +87,12 @@ class BatchProgress:
         elif isinstance(event, DialogueEnded):
             entry = self.conditions[self._condition_of[event.dialogue_id]]
             entry.running -= 1
+            # Whatever the plan still allowed this dialogue will not run in this batch (it
+            # stopped early, failed, or was interrupted).
+            entry.turns_left -= self._turns_left_of[event.dialogue_id]
+            self._turns_left_of[event.dialogue_id] = 0
             if event.status == "completed":
                 entry.done += 1
-                # Turns the plan allowed beyond a stop phrase or budget will never run.
-                entry.turns_left -= self._turns_left_of[event.dialogue_id]
-                self._turns_left_of[event.dialogue_id] = 0
             elif event.status == "failed":
                 entry.failed += 1
                 self.failures.append(FailedDialogue(event.dialogue_id, entry.name, event.error or "unknown error"))
