@@ -1,7 +1,7 @@
 """``clonechat batch`` for the crash test, with two test-only hooks patched in from outside.
 
-- The scripted model sleeps a few milliseconds per turn, so a batch lasts long enough to be
-  killed at many different moments (replies do not depend on timing, only on seed and context).
+- The scripted model sleeps 30-80 ms per turn, so a batch lasts long enough to be killed at
+  many different moments (replies do not depend on timing, only on seed and context).
 - Some node inserts print ``IN-COMMIT`` and pause *inside* the writer's open transaction, so the
   test can SIGKILL the process at a moment when rows are written but not committed.
 
@@ -26,7 +26,7 @@ _insert_nodes = writes.insert_nodes
 
 
 async def slow_generate(self: ScriptedProvider, *args: Any, **kwargs: Any) -> Any:
-    await anyio.sleep(random.uniform(0.002, 0.02))
+    await anyio.sleep(random.uniform(0.03, 0.08))
     return await _generate(self, *args, **kwargs)
 
 
