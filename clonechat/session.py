@@ -8,7 +8,7 @@ dialogue row, and hand the engine its settings, agents and starting path.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Connection
@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 from clonechat.engine.dialogue import DEFAULT_STOP_PHRASE, Agent, DialogueSettings, opening_node
 from clonechat.engine.records import AgentName, NodeRecord, new_id
 from clonechat.errors import ConfigError, TemplateError
+from clonechat.measures import MeasureOptions, RenderedMeasures, build_protocol, prompt_hashes, render_measures
 from clonechat.prompts import PromptLibrary, RenderedPrompt
 from clonechat.providers.base import GenerationParams
 from clonechat.registry import ModelSpec, ProviderPool, Registry, default_registry
@@ -48,6 +49,8 @@ class DialogueRequest:
     params: Mapping[str, float | int] = field(default_factory=dict)
     #: The condition's name in the store; by default the template and the models.
     condition_name: str | None = None
+    #: Predictions, coordination questions and reports-back around the dialogue.
+    measures: MeasureOptions = field(default_factory=MeasureOptions)
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
@@ -85,6 +88,7 @@ class DialogueBlueprint:
     opening: RenderedPrompt
     params_a: GenerationParams
     params_b: GenerationParams
+    measures: RenderedMeasures
 
     @property
     def condition_name(self) -> str:
@@ -108,6 +112,16 @@ def _params(spec: ModelSpec, request: DialogueRequest) -> GenerationParams:
     return params
 
 
+def _values(request: DialogueRequest, own: ModelSpec, partner: ModelSpec) -> dict[str, object]:
+    return {
+        "model_name": own.display_name,
+        "partner_model_name": partner.display_name,
+        "stop_phrase": request.stop_phrase,
+        "max_turns": request.max_turns,
+        **request.variables,
+    }
+
+
 def _render_prompts(
     request: DialogueRequest, spec_a: ModelSpec, spec_b: ModelSpec, library: PromptLibrary
 ) -> tuple[RenderedPrompt, RenderedPrompt, RenderedPrompt]:
@@ -121,19 +135,10 @@ def _render_prompts(
                 f"(they declare: {', '.join(sorted(declared)) or 'nothing'})"
             )
 
-    def values(own: ModelSpec, partner: ModelSpec) -> dict[str, object]:
-        return {
-            "model_name": own.display_name,
-            "partner_model_name": partner.display_name,
-            "stop_phrase": request.stop_phrase,
-            "max_turns": request.max_turns,
-            **request.variables,
-        }
-
     return (
-        condition.render(values(spec_a, spec_b)),
-        condition.render(values(spec_b, spec_a)),
-        opening.render(values(spec_a, spec_b)),
+        condition.render(_values(request, spec_a, spec_b)),
+        condition.render(_values(request, spec_b, spec_a)),
+        opening.render(_values(request, spec_a, spec_b)),
     )
 
 
@@ -146,8 +151,17 @@ def blueprint(
     spec_a = registry.get(request.model_a)
     spec_b = registry.get(request.model_b or request.model_a)
     system_a, system_b, opening = _render_prompts(request, spec_a, spec_b, library)
+    measures = render_measures(request.measures, _values(request, spec_a, spec_b), library, registry)
     return DialogueBlueprint(
-        request, spec_a, spec_b, system_a, system_b, opening, _params(spec_a, request), _params(spec_b, request)
+        request,
+        spec_a,
+        spec_b,
+        system_a,
+        system_b,
+        opening,
+        _params(spec_a, request),
+        _params(spec_b, request),
+        measures,
     )
 
 
@@ -184,9 +198,12 @@ def store_condition(conn: Connection, plan: DialogueBlueprint, experiment_id: st
             "max_turns": request.max_turns,
             "params_a": plan.params_a.as_dict(),
             "params_b": plan.params_b.as_dict(),
+            "measures": plan.measures.settings(),
         },
     )
     a, b, opening = (writes.store_prompt(conn, prompt) for prompt in (plan.system_a, plan.system_b, plan.opening))
+    for prompt in plan.measures.prompts.values():
+        writes.store_prompt(conn, prompt)
     return StoredCondition(condition_id, a, b, opening)
 
 
@@ -228,7 +245,11 @@ def store_dialogue(
             system_prompt_a=condition.system_prompt_a,
             system_prompt_b=condition.system_prompt_b,
             opening_prompt=condition.opening_prompt,
-            settings={"params_a": plan.params_a.as_dict(), "params_b": plan.params_b.as_dict()},
+            settings={
+                "params_a": plan.params_a.as_dict(),
+                "params_b": plan.params_b.as_dict(),
+                "measures": plan.measures.settings(),
+            },
             head_node_id=root.id,
         ),
     )
@@ -251,6 +272,12 @@ async def prepare_dialogue(
         return store_dialogue(conn, plan, writes.ensure_experiment(conn, request.experiment))
 
     stored = await writer.call(create)
+    cross = plan.measures.cross_model
+    protocol, coordination_tokens, report_tokens = build_protocol(
+        plan.measures.settings(),
+        {p.hash: p.text for p in plan.measures.prompts.values()},
+        lambda _name: pool.get(cross) if cross is not None else pool.get(plan.spec_b),
+    )
     settings = DialogueSettings(
         dialogue_id=stored.dialogue_id,
         max_turns=request.max_turns,
@@ -258,6 +285,9 @@ async def prepare_dialogue(
         stop_phrase=request.stop_phrase or None,
         token_budget=request.token_budget,
         seed=stored.seed,
+        protocol=protocol,
+        coordination_max_tokens=coordination_tokens,
+        report_max_tokens=report_tokens,
     )
     agents = (
         Agent("A", provider_a, plan.system_a.text, plan.params_a),
@@ -272,11 +302,17 @@ def resume_dialogue(
     prompts: Mapping[str, str],
     pool: ProviderPool,
     registry: Registry | None = None,
+    done: Collection[str] = (),
 ) -> PreparedDialogue:
     """What the engine needs to continue a stored dialogue along ``path`` (root to leaf);
-    ``prompts`` maps prompt hashes to their text."""
+    ``prompts`` maps prompt hashes to their text (the system prompts and the measures'), and
+    ``done`` lists the side answers already stored (``protocol.side_key``)."""
     registry = registry or default_registry()
     spec_a, spec_b = registry.get(dialogue.model_a), registry.get(dialogue.model_b)
+    known = registry
+    protocol, coordination_tokens, report_tokens = build_protocol(
+        dialogue.settings.get("measures", {}), prompts, lambda name: pool.get(known.get(name)), done
+    )
     settings = DialogueSettings(
         dialogue_id=dialogue.id,
         max_turns=dialogue.max_turns,
@@ -284,6 +320,9 @@ def resume_dialogue(
         stop_phrase=dialogue.stop_phrase or None,
         token_budget=dialogue.token_budget,
         seed=dialogue.seed,
+        protocol=protocol,
+        coordination_max_tokens=coordination_tokens,
+        report_max_tokens=report_tokens,
     )
     stored = dialogue.settings
     agents = (
@@ -312,5 +351,7 @@ def load_dialogue(
     if leaf is None:
         raise ConfigError(f"dialogue {dialogue.id} has no opening stored; it cannot be continued")
     path = [reads.node_record(node) for node in reads.path_to(db, leaf)]
-    prompts = {h: reads.prompt_text(db, h) for h in (dialogue.system_prompt_a, dialogue.system_prompt_b)}
-    return resume_dialogue(dialogue, path, prompts, pool)
+    hashes = {dialogue.system_prompt_a, dialogue.system_prompt_b} | prompt_hashes(dialogue.settings.get("measures", {}))
+    prompts = {h: reads.prompt_text(db, h) for h in hashes}
+    done = reads.side_answers(db, [dialogue.id]).get(dialogue.id, set())
+    return resume_dialogue(dialogue, path, prompts, pool, done=done)

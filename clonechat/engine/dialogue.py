@@ -23,9 +23,11 @@ from clonechat.engine.events import (
     TurnRetrying,
     TurnStarted,
 )
+from clonechat.engine.protocol import CROSS, PARTNER, SELF, Protocol, side_key, with_instruction
 from clonechat.engine.records import (
     AgentName,
     DialogueStatus,
+    NodeKind,
     NodeRecord,
     StopReason,
     new_id,
@@ -34,7 +36,7 @@ from clonechat.engine.records import (
 )
 from clonechat.engine.views import agent_view
 from clonechat.errors import ConfigError, ProviderError
-from clonechat.providers.base import ChatRequest, GenerationParams, Provider
+from clonechat.providers.base import ChatMessage, ChatRequest, Completion, GenerationParams, Provider
 
 DEFAULT_STOP_PHRASE = "^C^C"
 
@@ -56,6 +58,11 @@ class DialogueSettings:
     #: Total completion tokens both agents may generate; ``None`` for no limit.
     token_budget: int | None = None
     seed: int | None = None
+    #: Predictions, coordination questions and reports-back around the dialogue.
+    protocol: Protocol = field(default_factory=Protocol)
+    #: Output-token limits of the side channels whose answers are short, or need room.
+    coordination_max_tokens: int = 32
+    report_max_tokens: int = 300
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
@@ -124,7 +131,11 @@ class _DialogueRun:
         s = self.settings
         await self.emit(DialogueStarted(s.dialogue_id, s.first_speaker, self.turns_done))
         try:
+            await self._coordinate("before")
             reason = await self._loop()
+            if reason != "stopped":
+                await self._coordinate("after")
+                await self._report_back()
         except ProviderError as exc:
             return await self._end("failed", "error", str(exc))
         except anyio.get_cancelled_exc_class():
@@ -162,12 +173,12 @@ class _DialogueRun:
             if self.stop is not None and self.stop.is_set():
                 # A graceful stop: the turn in flight has finished; start no new one.
                 return "stopped"
-            node = await self._take_turn()
+            node, predictions = await self._take_turn()
             self.path.append(node)
             self.tokens_used += node.completion_tokens or 0
-            await self.emit(NodeCompleted(node))
+            await self.emit(NodeCompleted(node, tuple(predictions)))
 
-    async def _take_turn(self) -> NodeRecord:
+    async def _take_turn(self) -> tuple[NodeRecord, list[NodeRecord]]:
         s = self.settings
         speaker = _next_speaker(self.path, s.first_speaker)
         agent = self.agents[speaker]
@@ -180,8 +191,14 @@ class _DialogueRun:
         if s.token_budget is not None:
             remaining = max(1, s.token_budget - self.tokens_used)
             params = replace(params, max_tokens=min(params.max_tokens, remaining))
+        predictions = await self._predict(speaker, turn_index, node_id)
+        messages = agent_view(speaker, agent.system_prompt, self.path, s.first_speaker)
+        prediction = s.protocol.prediction
+        if prediction is not None and prediction.reveal is not None:
+            revealed = next(p for p in predictions if p.variant == PARTNER)
+            messages = with_instruction(messages, prediction.reveal(revealed.content))
         request = ChatRequest(
-            messages=agent_view(speaker, agent.system_prompt, self.path, s.first_speaker),
+            messages=messages,
             params=params,
             stop=(s.stop_phrase,) if s.stop_phrase else (),
             cache_key=f"{s.dialogue_id}:{speaker}",
@@ -200,19 +217,37 @@ class _DialogueRun:
         except ProviderError as exc:
             await self._record_failure(node_id, parent_id, speaker, turn_index, agent, str(exc), started)
             raise
+        node = self._node(completion, node_id, parent_id, speaker, "turn", turn_index, agent.provider, params, started)
+        return node, predictions
+
+    def _node(
+        self,
+        completion: Completion,
+        node_id: str,
+        parent_id: str,
+        speaker: AgentName,
+        kind: NodeKind,
+        turn_index: int,
+        provider: Provider,
+        params: GenerationParams,
+        started: float,
+        *,
+        variant: str | None = None,
+        target_node_id: str | None = None,
+    ) -> NodeRecord:
         content = completion.text
         if completion.stop_sequence:
             # Keep the stop phrase in the transcript: it is what the agent chose to say.
             content += completion.stop_sequence
-        node = NodeRecord(
+        return NodeRecord(
             id=node_id,
-            dialogue_id=s.dialogue_id,
+            dialogue_id=self.settings.dialogue_id,
             parent_id=parent_id,
             speaker=speaker,
-            kind="turn",
+            kind=kind,
             turn_index=turn_index,
             content=content,
-            model=completion.model or agent.provider.model_name,
+            model=completion.model or provider.model_name,
             params=params.as_dict(),
             prompt_tokens=completion.prompt_tokens,
             prompt_tokens_evaluated=completion.prompt_tokens_evaluated,
@@ -223,8 +258,9 @@ class _DialogueRun:
             else completion.time_to_first_token * 1000,
             latency_ms=completion.latency * 1000 if completion.latency else (time.perf_counter() - started) * 1000,
             finish_reason=completion.finish_reason,
+            variant=variant,
+            target_node_id=target_node_id,
         )
-        return node
 
     async def _record_failure(
         self,
@@ -235,6 +271,8 @@ class _DialogueRun:
         agent: Agent,
         error: str,
         started: float,
+        variant: str | None = None,
+        provider: Provider | None = None,
     ) -> None:
         s = self.settings
         await self.emit(TurnFailed(s.dialogue_id, node_id, speaker, turn_index, error))
@@ -250,13 +288,169 @@ class _DialogueRun:
                     kind="error",
                     turn_index=turn_index,
                     content="",
-                    model=agent.provider.model_name,
+                    model=(provider or agent.provider).model_name,
                     params=agent.params.as_dict(),
                     latency_ms=(time.perf_counter() - started) * 1000,
                     error=error,
+                    variant=variant,
                 )
             )
         )
+
+    # -- side channels ------------------------------------------------------------------------
+
+    async def _side_call(
+        self,
+        *,
+        kind: NodeKind,
+        variant: str | None,
+        agent: Agent,
+        speaker: AgentName,
+        provider: Provider,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        parent: NodeRecord,
+        cache_key: str,
+        stop: tuple[str, ...] = (),
+        target_node_id: str | None = None,
+    ) -> NodeRecord:
+        """One side request; its answer becomes a node off the path that no view includes.
+        A failure after retries is recorded as an error node (with the channel as its variant)
+        and fails the dialogue like a failed turn: a measurement silently missing from some
+        dialogues would bias the statistics."""
+        node_id = new_id()
+        turn_index = parent.turn_index + 1
+        request = ChatRequest(messages=messages, params=params, stop=stop, cache_key=cache_key)
+
+        async def no_deltas(_text: str) -> None:
+            return None
+
+        started = time.perf_counter()
+        try:
+            completion = await provider.generate(request, no_deltas)
+        except ProviderError as exc:
+            label = f"{kind}:{variant}" if variant else kind
+            await self._record_failure(
+                node_id, parent.id, speaker, turn_index, agent, f"{label}: {exc}", started, label, provider
+            )
+            raise
+        return self._node(
+            completion,
+            node_id,
+            parent.id,
+            speaker,
+            kind,
+            turn_index,
+            provider,
+            params,
+            started,
+            variant=variant,
+            target_node_id=target_node_id,
+        )
+
+    def _side_params(self, agent: Agent, purpose: str, turn_index: int, max_tokens: int) -> GenerationParams:
+        return replace(agent.params, seed=turn_seed(self.settings.seed, turn_index, purpose), max_tokens=max_tokens)
+
+    def _view(self, agent: AgentName) -> list[ChatMessage]:
+        return agent_view(agent, self.agents[agent].system_prompt, self.path, self.settings.first_speaker)
+
+    async def _predict(self, speaker: AgentName, turn_index: int, target_id: str) -> list[NodeRecord]:
+        """Predictions of the message ``speaker`` is about to write, made before it writes it.
+        Emitted with the turn (``NodeCompleted.side``), never on their own."""
+        s = self.settings
+        protocol = s.protocol.prediction
+        if protocol is None:
+            return []
+        predictor = other(speaker)
+        parent = self.path[-1]
+        stop = (s.stop_phrase,) if s.stop_phrase else ()
+        # A prediction may be as long as the message it predicts.
+        length = self.agents[speaker].params.max_tokens
+        partner_view = with_instruction(self._view(predictor), protocol.partner_instruction)
+        jobs: list[tuple[str, AgentName, Provider, list[ChatMessage], str]] = [
+            (PARTNER, predictor, self.agents[predictor].provider, partner_view, f"{s.dialogue_id}:{predictor}")
+        ]
+        if protocol.self_instruction is not None:
+            own = with_instruction(self._view(speaker), protocol.self_instruction)
+            jobs.insert(0, (SELF, speaker, self.agents[speaker].provider, own, f"{s.dialogue_id}:{speaker}"))
+        if protocol.cross_provider is not None:
+            jobs.append((CROSS, predictor, protocol.cross_provider, partner_view, f"{s.dialogue_id}:cross"))
+        predictions: list[NodeRecord] = []
+        for variant, who, provider, messages, cache_key in jobs:
+            agent = self.agents[who]
+            predictions.append(
+                await self._side_call(
+                    kind="prediction",
+                    variant=variant,
+                    agent=agent,
+                    speaker=who,
+                    provider=provider,
+                    messages=messages,
+                    params=self._side_params(agent, f"predict-{variant}", turn_index, length),
+                    parent=parent,
+                    cache_key=cache_key,
+                    stop=stop,
+                    target_node_id=target_id,
+                )
+            )
+        return predictions
+
+    async def _coordinate(self, phase: str) -> None:
+        """Ask both agents each coordination question, independently. Before the dialogue an
+        agent sees only its system prompt and the question; after it, its view of the dialogue."""
+        s = self.settings
+        protocol = s.protocol
+        if phase not in protocol.coordination_phases or (self.stop is not None and self.stop.is_set()):
+            return
+        parent = self.path[0] if phase == "before" else self.path[-1]
+        for question in protocol.coordination:
+            variant = f"{question.task}@{phase}"
+            for name in ("A", "B"):
+                speaker: AgentName = "A" if name == "A" else "B"
+                if side_key("coordination", speaker, variant) in protocol.done:
+                    continue
+                agent = self.agents[speaker]
+                if phase == "before":
+                    system = [ChatMessage("system", agent.system_prompt)] if agent.system_prompt else []
+                    messages = [*system, ChatMessage("user", question.question)]
+                else:
+                    messages = with_instruction(self._view(speaker), question.question)
+                node = await self._side_call(
+                    kind="coordination",
+                    variant=variant,
+                    agent=agent,
+                    speaker=speaker,
+                    provider=agent.provider,
+                    messages=messages,
+                    params=self._side_params(agent, f"coord-{variant}-{speaker}", 0, s.coordination_max_tokens),
+                    parent=parent,
+                    cache_key=f"{s.dialogue_id}:{speaker}",
+                )
+                await self.emit(NodeCompleted(node))
+
+    async def _report_back(self) -> None:
+        """Each agent writes to the researcher about the conversation, once it is over."""
+        s = self.settings
+        instruction = s.protocol.report_instruction
+        if instruction is None:
+            return
+        for speaker in ("A", "B"):
+            name: AgentName = "A" if speaker == "A" else "B"
+            if side_key("report", name, None) in s.protocol.done:
+                continue
+            agent = self.agents[name]
+            node = await self._side_call(
+                kind="report",
+                variant=None,
+                agent=agent,
+                speaker=name,
+                provider=agent.provider,
+                messages=with_instruction(self._view(name), instruction),
+                params=self._side_params(agent, f"report-{name}", 0, s.report_max_tokens),
+                parent=self.path[-1],
+                cache_key=f"{s.dialogue_id}:{name}",
+            )
+            await self.emit(NodeCompleted(node))
 
 
 async def run_dialogue(

@@ -50,9 +50,14 @@ class TurnRetrying:
 
 @dataclass(frozen=True)
 class NodeCompleted:
-    """A node is final: an opening, a finished turn, or an error record."""
+    """A node is final: an opening, a finished turn, a side-channel answer or an error record.
+
+    ``side`` holds nodes stored in the same transaction as ``node``: the predictions of a turn,
+    which are only kept together with the turn they predict (and are made again, with the same
+    seeds, if the turn is lost to a crash)."""
 
     node: NodeRecord
+    side: tuple[NodeRecord, ...] = ()
 
 
 @dataclass(frozen=True)

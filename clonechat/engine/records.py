@@ -66,4 +66,10 @@ class NodeRecord:
     latency_ms: float | None = None
     finish_reason: str | None = None
     error: str | None = None
+    #: For a prediction: the turn it predicts (stored together with that turn).
+    target_node_id: str | None = None
+    #: What kind of side-channel node this is: for a prediction ``partner``, ``self`` or
+    #: ``cross``; for a coordination answer ``TASK@before`` or ``TASK@after``; for an error
+    #: in a side channel, the channel that failed.
+    variant: str | None = None
     created_at: datetime = field(default_factory=utcnow)

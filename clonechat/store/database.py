@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DatabaseError, OperationalError
@@ -21,6 +21,8 @@ from sqlmodel import Session
 
 from clonechat.errors import StoreError
 from clonechat.store import migrations
+
+T = TypeVar("T")
 
 DEFAULT_DB = Path("runs") / "clonechat.db"
 DB_ENV_VAR = "CLONECHAT_DB"
@@ -108,6 +110,13 @@ class Database:
         """A read session on its own connection (safe while the writer commits)."""
         with Session(self.reader_engine) as session:
             yield session
+
+    def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one write transaction (``BEGIN IMMEDIATE``) right now. For offline
+        tools such as ``clonechat score`` that run outside a writer task; SQLite's busy timeout
+        lets them share the file with a batch that is still writing."""
+        with self.writer_engine.begin() as conn:
+            return fn(conn)
 
     def close(self) -> None:
         self.writer_engine.dispose()

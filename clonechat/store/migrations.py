@@ -130,6 +130,12 @@ CREATE TABLE score (
 CREATE INDEX ix_score_node_id ON score (node_id);
 """,
     ),
+    (
+        "side-channel variants: which prediction, which coordination task",
+        """
+ALTER TABLE node ADD COLUMN variant VARCHAR;
+""",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -120,6 +120,8 @@ class Node(SQLModel, table=True):
     error: str | None = None
     #: For a prediction: the turn it predicts.
     target_node_id: str | None = Field(default=None, foreign_key="node.id", index=True)
+    #: For a side-channel node: partner/self/cross (prediction), TASK@before|after (coordination).
+    variant: str | None = None
     created_at: datetime = Field(default_factory=_now)
 
 

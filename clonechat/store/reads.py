@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, text
 from sqlmodel import col, select
 
+from clonechat.engine.protocol import side_key
 from clonechat.engine.records import NodeRecord
 from clonechat.errors import NotFoundError
 from clonechat.store.database import Database
@@ -121,3 +122,20 @@ def node_record(node: Node) -> NodeRecord:
     values = {f.name: getattr(node, f.name) for f in fields(NodeRecord)}
     values["params"] = dict(node.params)
     return NodeRecord(**values)
+
+
+def side_answers(db: Database, dialogue_ids: list[str]) -> dict[str, set[str]]:
+    """Per dialogue, the once-per-dialogue side answers already stored (coordination answers
+    and reports-back, as ``protocol.side_key``), so a resumed dialogue does not ask twice."""
+    found: dict[str, set[str]] = {}
+    with db.session() as session:
+        for chunk_start in range(0, len(dialogue_ids), 500):
+            chunk = dialogue_ids[chunk_start : chunk_start + 500]
+            rows = session.exec(
+                select(Node.dialogue_id, Node.kind, Node.speaker, Node.variant).where(
+                    col(Node.dialogue_id).in_(chunk), col(Node.kind).in_(["coordination", "report"])
+                )
+            ).all()
+            for dialogue_id, kind, speaker, variant in rows:
+                found.setdefault(dialogue_id, set()).add(side_key(kind, speaker, variant))
+    return found

@@ -17,7 +17,7 @@ class Recorder:
 
     async def __call__(self, event: Event) -> None:
         if isinstance(event, NodeCompleted):
-            self.writer.submit_nodes([event.node])
+            self.writer.submit_nodes([event.node, *event.side])
         elif isinstance(event, DialogueStarted):
             dialogue_id = event.dialogue_id
             await self.writer.submit(

@@ -163,3 +163,26 @@ def insert_nodes_and_heads(conn: Connection, nodes: list[NodeRecord]) -> None:
 
 def update_dialogue(conn: Connection, dialogue_id: str, **values: Any) -> None:
     conn.execute(update(Dialogue).where(col(Dialogue.id) == dialogue_id).values(**values, updated_at=_now()))
+
+
+@dataclass(frozen=True)
+class NewScore:
+    node_id: str
+    scorer: str
+    version: str
+    value: float | None
+    detail: dict[str, Any]
+
+
+def insert_scores(conn: Connection, scores: list[NewScore]) -> int:
+    """Insert score rows, skipping any (node, scorer, version) already scored: re-scoring is
+    idempotent. Returns how many rows were new."""
+    if not scores:
+        return 0
+    now = _sqlite_value(_now())
+    result = conn.exec_driver_sql(
+        "INSERT INTO score (node_id, scorer, version, value, detail, created_at) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
+        [(s.node_id, s.scorer, s.version, s.value, json.dumps(s.detail), now) for s in scores],
+    )
+    return int(result.rowcount or 0)
