@@ -7,17 +7,21 @@ exactly that agent's history and a turn evaluates only the tokens added since it
 Contexts are pooled (least recently used is reassigned) to bound memory in large batches.
 The blocking llama.cpp calls run in worker threads behind a capacity limiter: the CPU is the
 bottleneck, so running them one at a time is both fastest and fair.
+
+The provider can also score given text (:meth:`EmbeddedProvider.continuation_logprob`, for the
+SURPRISAL scorer) in a separate scoring context, so the generation contexts' caches are untouched.
 """
 
 from __future__ import annotations
 
 import codecs
 import importlib.util
+import math
 import os
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +32,16 @@ import anyio.to_thread
 from anyio.from_thread import BlockingPortal
 
 from clonechat.errors import ConfigError, ProviderError
-from clonechat.providers.base import ChatRequest, Completion, DeltaCallback, FinishReason, GenerationParams, RetryNotice
+from clonechat.providers.base import (
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    DeltaCallback,
+    FinishReason,
+    GenerationParams,
+    RetryNotice,
+)
+from clonechat.providers.logprobs import ContinuationLogprob
 from clonechat.providers.stops import StopSequenceFilter
 
 if TYPE_CHECKING:
@@ -67,7 +80,7 @@ def _common_prefix(cached: list[int], tokens: list[int]) -> int:
 class _Context:
     """One llama.cpp context (model + KV cache) with a chat formatter."""
 
-    def __init__(self, model_path: Path, n_ctx: int, n_threads: int) -> None:
+    def __init__(self, model_path: Path, n_ctx: int, n_threads: int, *, logits_all: bool = False) -> None:
         from llama_cpp import Llama, llama_vocab_is_eog
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -77,6 +90,7 @@ class _Context:
             n_ctx=n_ctx,
             n_threads=n_threads,
             n_threads_batch=n_threads,
+            logits_all=logits_all,
             verbose=False,
         )
         template = self.llm.metadata.get("tokenizer.chat_template")
@@ -94,8 +108,12 @@ class _Context:
         self._add_bos = self.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
 
     def render(self, request: ChatRequest) -> str:
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        prompt: str = self._formatter(messages=messages).prompt
+        return self.render_messages(request.messages)
+
+    def render_messages(self, messages: Sequence[ChatMessage]) -> str:
+        """The chat template applied to ``messages``, ending with the header of the assistant
+        message to generate."""
+        prompt: str = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages]).prompt
         return prompt
 
     def prompt_tokens(self, request: ChatRequest) -> list[int]:
@@ -115,6 +133,41 @@ class _Context:
             return history_tokens + list(self.llm.tokenize(suffix, add_bos=False, special=True))
         tokens: list[int] = self.llm.tokenize(prompt.encode("utf-8"), add_bos=self._add_bos, special=True)
         return tokens
+
+    def scoring_tokens(self, messages: Sequence[ChatMessage], continuation: str) -> tuple[list[int], list[int]]:
+        """Tokens of the prompt a generation request for ``messages`` would continue from, and
+        of ``continuation`` as the text of the assistant message that follows it.
+
+        The continuation is tokenized on its own (no BOS, special-token markup in it taken as
+        plain text), as a model writing it would have to produce it after the header.
+        """
+        prompt = self.llm.tokenize(self.render_messages(messages).encode("utf-8"), add_bos=self._add_bos, special=True)
+        text = self.llm.tokenize(continuation.encode("utf-8"), add_bos=False, special=False) if continuation else []
+        return list(prompt), list(text)
+
+    def token_logprobs(self, tokens: list[int], start: int) -> list[float]:
+        """Natural-log probability of ``tokens[i]`` given ``tokens[:i]``, for each ``i >= start``.
+
+        Needs a context made with ``logits_all=True``: it keeps the logits of every evaluated
+        position. Only the part of ``tokens`` that differs from the last call is evaluated
+        (scoring several continuations of one prompt evaluates the prompt once).
+        """
+        import numpy as np
+
+        if not 1 <= start <= len(tokens):
+            raise ValueError(f"cannot score from position {start} of {len(tokens)} tokens")
+        llm = self.llm
+        cached = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
+        # The logits at position i predict token i + 1: the last token's own logits are not needed.
+        if cached < len(tokens) - 1:
+            llm.n_tokens = cached  # eval() drops the KV cache from here on
+            llm.eval(tokens[cached:])
+        logits = np.asarray(llm.scores[start - 1 : len(tokens) - 1], dtype=np.float64)
+        peak = logits.max(axis=1, keepdims=True)
+        log_norm = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1))
+        chosen = logits[np.arange(len(logits)), np.asarray(tokens[start:], dtype=np.intp)]
+        result: list[float] = (chosen - log_norm).tolist()
+        return result
 
     def is_end_of_generation(self, token: int) -> bool:
         # llama.cpp knows every end-of-generation token of the vocabulary (EOS, <|im_end|>, ...).
@@ -264,6 +317,8 @@ class EmbeddedProvider:
         self._n_threads = n_threads or max(1, os.cpu_count() or 1)
         self._max_contexts = max(1, max_contexts)
         self._contexts: OrderedDict[str, _Context] = OrderedDict()
+        #: Made on first use by continuation_logprob(); never used to generate.
+        self._scorer: _Context | None = None
         # One generation at a time: llama.cpp already uses every core for one.
         self._limiter = anyio.CapacityLimiter(1)
 
@@ -297,8 +352,42 @@ class EmbeddedProvider:
             )
         return completion
 
+    def _score_blocking(self, messages: Sequence[ChatMessage], continuation: str) -> ContinuationLogprob:
+        if self._scorer is None:
+            self._scorer = _Context(self.model_path, self._n_ctx, self._n_threads, logits_all=True)
+        scorer = self._scorer
+        prompt, text = scorer.scoring_tokens(messages, continuation)
+        if not text:
+            return ContinuationLogprob(total=0.0, tokens=0)
+        if len(prompt) + len(text) > self._n_ctx:
+            raise ProviderError(
+                f"{self.model_name}: cannot score the continuation: the prompt ({len(prompt)} tokens) plus the "
+                f"continuation ({len(text)} tokens) do not fit the context window of {self._n_ctx} tokens"
+            )
+        try:
+            logprobs = scorer.token_logprobs(prompt + text, len(prompt))
+        except (ValueError, RuntimeError) as exc:  # llama.cpp reports decode failures this way
+            raise ProviderError(f"{self.model_name}: scoring failed: {exc}") from exc
+        return ContinuationLogprob(total=math.fsum(logprobs), tokens=len(logprobs))
+
+    async def continuation_logprob(self, messages: Sequence[ChatMessage], continuation: str) -> ContinuationLogprob:
+        """Log-probability that the model, asked for the next assistant message after
+        ``messages``, writes exactly ``continuation``.
+
+        The prompt is rendered as a generation request would be (chat template plus the
+        assistant header). The end-of-turn token after the continuation is not counted, so the
+        value is about the words alone, not about stopping there. Nothing is truncated: input
+        that does not fit the context window raises ``ProviderError``, since cutting the
+        prompt would change what is being measured. An empty continuation scores 0 over 0
+        tokens.
+        """
+        return await anyio.to_thread.run_sync(self._score_blocking, messages, continuation, limiter=self._limiter)
+
     async def aclose(self) -> None:
         contexts = list(self._contexts.values())
         self._contexts.clear()
+        if self._scorer is not None:
+            contexts.append(self._scorer)
+            self._scorer = None
         for context in contexts:
             context.llm.close()
