@@ -1,0 +1,107 @@
+"""Scoring stored predictions: ``clonechat score`` and the end of a batch.
+
+Scores are rows of their own (``score``: node, scorer, version, value, detail), written for the
+prediction node; turns are never touched. Each prediction is scored against the message it
+predicted (scorer ``NAME``) and against its shuffled control (``NAME~shuffled``), so every
+figure has its chance level beside it. Scoring is idempotent: a (prediction, scorer, version)
+already stored is skipped, so it can be re-run after more dialogues finish, and a new scorer
+version adds rows beside the old ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from sqlalchemy import text
+
+from clonechat.scoring.registry import DEFAULT_SCORERS, get_text_scorer
+from clonechat.scoring.targets import PredictionTarget, load_targets
+from clonechat.scoring.text import ScoreResult
+from clonechat.store import writes
+from clonechat.store.database import Database
+
+SHUFFLED_SUFFIX = "~shuffled"
+
+
+@dataclass
+class ScoringSummary:
+    predictions: int = 0
+    new_scores: int = 0
+    skipped: int = 0
+    unavailable: dict[str, int] | None = None
+
+
+def existing_scores(db: Database, experiment_id: str) -> set[tuple[str, str, str]]:
+    query = text(
+        "SELECT s.node_id, s.scorer, s.version FROM score s JOIN node n ON n.id = s.node_id "
+        "JOIN dialogue d ON d.id = n.dialogue_id JOIN condition c ON c.id = d.condition_id "
+        "WHERE c.experiment_id = :experiment"
+    )
+    with db.session() as session:
+        return {(a, b, c) for a, b, c in session.connection().execute(query, {"experiment": experiment_id})}
+
+
+def _rows(
+    target: PredictionTarget, name: str, version: str, actual: ScoreResult, shuffled: ScoreResult | None
+) -> list[writes.NewScore]:
+    rows = [
+        writes.NewScore(
+            target.prediction_id, name, version, actual.value, {**actual.detail, "against": target.actual_id}
+        )
+    ]
+    if shuffled is not None:
+        detail = {**shuffled.detail, "against": target.shuffled_id}
+        rows.append(writes.NewScore(target.prediction_id, name + SHUFFLED_SUFFIX, version, shuffled.value, detail))
+    return rows
+
+
+def score_text(db: Database, experiment_id: str, names: Sequence[str] = DEFAULT_SCORERS) -> ScoringSummary:
+    """Run text scorers over every prediction of the experiment; returns what was written."""
+    scorers = [get_text_scorer(name) for name in names]
+    targets = load_targets(db, experiment_id)
+    have = existing_scores(db, experiment_id)
+    rows: list[writes.NewScore] = []
+    summary = ScoringSummary(predictions=len(targets))
+    for target in targets:
+        for scorer in scorers:
+            if (target.prediction_id, scorer.name, scorer.version) in have:
+                summary.skipped += 1
+                continue
+            actual = scorer.score(target.predicted, target.actual, stop_phrase=target.stop_phrase)
+            shuffled = (
+                None
+                if target.shuffled is None
+                else scorer.score(target.predicted, target.shuffled, stop_phrase=target.stop_phrase)
+            )
+            rows += _rows(target, scorer.name, scorer.version, actual, shuffled)
+    summary.new_scores = db.write(lambda conn: writes.insert_scores(conn, rows))
+    return summary
+
+
+#: A model-based scorer: (target, message to score against) -> result, or None if unavailable.
+ModelScore = Callable[[PredictionTarget, str], Awaitable[ScoreResult | None]]
+
+
+async def score_with_model(
+    db: Database, experiment_id: str, name: str, version: str, score: ModelScore
+) -> ScoringSummary:
+    """Run a model-based scorer (surprisal, judge) over every prediction not yet scored by it.
+    Rows are written per prediction, so an interrupted run keeps what it finished."""
+    targets = load_targets(db, experiment_id)
+    have = existing_scores(db, experiment_id)
+    summary = ScoringSummary(predictions=len(targets), unavailable={})
+    for target in targets:
+        if (target.prediction_id, name, version) in have:
+            summary.skipped += 1
+            continue
+        actual = await score(target, target.actual)
+        if actual is None:
+            assert summary.unavailable is not None
+            summary.unavailable[target.model] = summary.unavailable.get(target.model, 0) + 1
+            continue
+        shuffled = None if target.shuffled is None else await score(target, target.shuffled)
+        rows = _rows(target, name, version, actual, shuffled)
+        summary.new_scores += db.write(partial(writes.insert_scores, scores=rows))
+    return summary
