@@ -43,6 +43,21 @@ def estimate_condition(condition: PlannedCondition) -> ConditionEstimate:
     fixed = (_tokens(plan.system_a.text) + _tokens(plan.system_b.text)) // 2 + _tokens(plan.opening.text)
     # Turn t sees the system prompt, the opening and the t-1 earlier turns.
     per_dialogue_input = turns * fixed + (max_tokens + MESSAGE_OVERHEAD) * turns * (turns - 1) // 2
+    # Each prediction is a request as long as a turn's, and may be as long as the turn it predicts.
+    m = plan.request.measures
+    per_turn = 1
+    if m.prediction is not None:
+        per_turn += 1 + int(m.prediction.self_predict) + int(m.prediction.cross_model is not None)
+    side_calls, side_output, side_input = 0, 0, 0
+    if m.coordination is not None:
+        asked = 2 * len(m.coordination.tasks) * (2 if m.coordination.when == "both" else 1)
+        side_calls += asked
+        side_output += asked * m.coordination.max_tokens
+        side_input += asked * (fixed + (max_tokens + MESSAGE_OVERHEAD) * turns // 2)
+    if m.report_back is not None:
+        side_calls += 2
+        side_output += 2 * m.report_back.max_tokens
+        side_input += 2 * (fixed + (max_tokens + MESSAGE_OVERHEAD) * turns)
     return ConditionEstimate(
         condition=condition.name,
         template=plan.request.condition,
@@ -51,9 +66,9 @@ def estimate_condition(condition: PlannedCondition) -> ConditionEstimate:
         dialogues=condition.replicates,
         max_turns=turns,
         max_tokens=max_tokens,
-        model_calls=condition.replicates * turns,
-        output_tokens=condition.replicates * turns * max_tokens,
-        input_tokens=condition.replicates * per_dialogue_input,
+        model_calls=condition.replicates * (turns * per_turn + side_calls),
+        output_tokens=condition.replicates * (turns * max_tokens * per_turn + side_output),
+        input_tokens=condition.replicates * (per_dialogue_input * per_turn + side_input),
     )
 
 

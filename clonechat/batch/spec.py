@@ -50,6 +50,7 @@ from clonechat.batch.toml_lines import Loc, format_loc, line_of
 from clonechat.engine.dialogue import DEFAULT_STOP_PHRASE
 from clonechat.engine.records import AgentName
 from clonechat.errors import ClonechatError, ConfigError
+from clonechat.measures import CoordinationOptions, MeasureOptions, PredictionOptions, ReportOptions
 from clonechat.prompts import PromptLibrary
 from clonechat.registry import ModelSpec, Registry, api_key, spec_from_toml
 from clonechat.session import DialogueBlueprint, DialogueRequest, blueprint
@@ -83,6 +84,47 @@ Variables = dict[str, str | int | float]
 FirstSpeaker = Literal["A", "B", "alternate"]
 
 
+class PredictionSpec(BaseModel):
+    """``[prediction]``: before each message, the partner predicts it (blinded side channel)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    #: Control: the speaker predicts its own message first.
+    self_predict: bool = False
+    #: Control: a different model predicts from the partner's view.
+    cross_model: Name | None = None
+    #: Experiment: show the speaker its partner's prediction before it writes.
+    reveal: bool = False
+    template: Name = "partner"
+    self_template: Name = "self"
+    reveal_template: Name = "reveal"
+
+    def options(self) -> PredictionOptions:
+        return PredictionOptions(**self.model_dump())
+
+
+class CoordinationSpec(BaseModel):
+    """``[coordination]``: Schelling questions both agents answer independently."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    tasks: list[Name] = Field(min_length=1)
+    when: Literal["before", "after", "both"] = "both"
+    max_tokens: int = Field(default=32, ge=1, le=4096)
+
+    def options(self) -> CoordinationOptions:
+        return CoordinationOptions(tuple(self.tasks), self.when, self.max_tokens)
+
+
+class ReportBackSpec(BaseModel):
+    """``[report_back]``: each agent writes to the researcher once the dialogue is over."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    template: Name = "default"
+    max_tokens: int = Field(default=300, ge=1, le=100_000)
+
+    def options(self) -> ReportOptions:
+        return ReportOptions(self.template, self.max_tokens)
+
+
 class ConditionSpec(BaseModel):
     """One arm of the experiment. Unset keys take the top-level value."""
 
@@ -99,6 +141,9 @@ class ConditionSpec(BaseModel):
     first_speaker: FirstSpeaker | None = None
     params: Params = Field(default_factory=Params)
     variables: Variables = Field(default_factory=dict)
+    prediction: PredictionSpec | bool | None = None
+    coordination: CoordinationSpec | Literal[False] | None = None
+    report_back: ReportBackSpec | bool | None = None
 
     @property
     def label(self) -> str:
@@ -122,6 +167,11 @@ class ExperimentSpec(BaseModel):
     params: Params = Field(default_factory=Params)
     variables: Variables = Field(default_factory=dict)
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: The condition the report compares every other condition with.
+    control: Name | None = None
+    prediction: PredictionSpec | bool | None = None
+    coordination: CoordinationSpec | Literal[False] | None = None
+    report_back: ReportBackSpec | bool | None = None
     conditions: list[ConditionSpec] = Field(min_length=1)
 
     @field_validator("models", mode="before")
@@ -233,7 +283,33 @@ def _known_keys(loc: Loc) -> list[str]:
             model = ConditionSpec
         elif part == "params":
             model = Params
+        elif isinstance(part, str) and part in _MEASURE_TABLES:
+            model = _MEASURE_TABLES[part]
     return sorted(model.model_fields)
+
+
+_MEASURE_TABLES: dict[str, type[BaseModel]] = {
+    "prediction": PredictionSpec,
+    "coordination": CoordinationSpec,
+    "report_back": ReportBackSpec,
+}
+#: How pydantic names the members of ``Table | bool | None`` unions in an error's location.
+_UNION_TAGS = frozenset({*(m.__name__ for m in _MEASURE_TABLES.values()), "bool", "literal[False]", "none"})
+
+
+def _untagged(errors: list[ErrorDetails]) -> tuple[ErrorDetails, Loc]:
+    """The error to report and its location without union-member tags. For a measure's table
+    (``PredictionSpec | bool``), the table's own error beats "not a boolean"."""
+    first = errors[0]
+    for error in errors:
+        if any(isinstance(p, str) and p.endswith("Spec") for p in error["loc"]) and error["type"] not in (
+            "model_type",
+            "dict_type",
+        ):
+            first = error
+            break
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+    return first, loc
 
 
 class _Where:
@@ -253,13 +329,51 @@ class _Where:
 
 def _validation_error(where: _Where, exc: ValidationError) -> SpecError:
     errors = exc.errors()
-    first = errors[0]
-    loc = tuple(first["loc"])
+    first, loc = _untagged(errors)
+    if first["type"] in ("model_type", "dict_type") and loc and loc[-1] in _MEASURE_TABLES:
+        reason = "must be a table, or false to switch it off" + (
+            ", or true for its defaults" if loc[-1] != "coordination" else " (coordination needs its tasks)"
+        )
+        return where.error(loc, reason)
     reason = _describe(first, _known_keys(loc))
-    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    # Union members repeat one problem once per member: count the distinct locations.
+    others = {tuple(p for p in e["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)) for e in errors}
+    others = {other for other in others if other != loc[: len(other)]}
+    more = f" (and {len(others)} more problem{'s' if len(others) > 1 else ''})" if others else ""
     # For a key that is missing or unknown, name the table it is missing from or unknown in.
     shown = loc[:-1] if first["type"] in ("missing", "extra_forbidden") else loc
     return where.error(loc, reason + more, shown=shown)
+
+
+def _measures(spec: ExperimentSpec, condition: ConditionSpec) -> MeasureOptions:
+    """The condition's measures: its own tables, else the top-level ones (``false`` turns one off)."""
+
+    def pick(own: object, top: object) -> object:
+        chosen = top if own is None else own
+        return None if chosen is None or chosen is False else chosen
+
+    prediction = pick(condition.prediction, spec.prediction)
+    coordination = pick(condition.coordination, spec.coordination)
+    report = pick(condition.report_back, spec.report_back)
+    return MeasureOptions(
+        prediction=PredictionSpec().options() if prediction is True else _options(prediction),
+        coordination=_options(coordination),
+        report_back=ReportBackSpec().options() if report is True else _options(report),
+    )
+
+
+def _options(table: object) -> Any:
+    if isinstance(table, PredictionSpec | CoordinationSpec | ReportBackSpec):
+        return table.options()
+    return None
+
+
+def _culprit(here: Loc, condition: ConditionSpec, message: str) -> Loc:
+    """The key a template error is most likely about, for the error's line number."""
+    for key in ("prediction", "coordination", "report_back"):
+        if key in message or key.split("_")[0] in message:
+            return (*here, key) if getattr(condition, key) is not None else (key,)
+    return (*here, "variables")
 
 
 def _resolve(where: _Where, spec: ExperimentSpec, registry: Registry, library: PromptLibrary) -> list[PlannedCondition]:
@@ -288,6 +402,12 @@ def _resolve(where: _Where, spec: ExperimentSpec, registry: Registry, library: P
                 known = ", ".join(library.names(kind))
                 raise where.error(source, f"unknown {kind[:-1]} template '{name}' (known: {known})")
         params = {**spec.params.overrides(), **condition.params.overrides()}
+        measures = _measures(spec, condition)
+        cross = measures.prediction.cross_model if measures.prediction is not None else None
+        if cross is not None and cross not in registry.models:
+            where_cross: Loc = (*here, "prediction") if condition.prediction is not None else ("prediction",)
+            known = ", ".join(sorted(registry.models))
+            raise where.error((*where_cross, "cross_model"), f"unknown model '{cross}' (known: {known})")
         request = DialogueRequest(
             condition=condition.template,
             model_a=model_a,
@@ -300,11 +420,12 @@ def _resolve(where: _Where, spec: ExperimentSpec, registry: Registry, library: P
             variables={**spec.variables, **condition.variables},
             params=params,
             condition_name=condition.label,
+            measures=measures,
         )
         try:
             plan = blueprint(request, library, registry)
         except ClonechatError as exc:
-            raise where.error((*here, "variables"), str(exc)) from None
+            raise where.error(_culprit(here, condition, str(exc)), str(exc)) from None
         planned.append(
             PlannedCondition(
                 condition.label,

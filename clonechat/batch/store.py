@@ -20,6 +20,7 @@ from sqlmodel import col, select
 from clonechat.batch.spec import RUNTIME_KEYS, LoadedSpec
 from clonechat.engine.records import NodeRecord
 from clonechat.errors import ConfigError
+from clonechat.measures import prompt_hashes
 from clonechat.registry import ProviderPool, Registry
 from clonechat.session import PreparedDialogue, resume_dialogue, store_condition, store_dialogue
 from clonechat.store import reads, writes
@@ -167,13 +168,16 @@ def load_jobs(
             ).all()
         }
         hashes = {h for d, _ in rows for h in (d.system_prompt_a, d.system_prompt_b)}
+        hashes |= {h for d, _ in rows for h in prompt_hashes(d.settings.get("measures", {}))}
         prompts = {p.hash: p.text for p in session.exec(select(Prompt).where(col(Prompt.hash).in_(hashes))).all()}
+    done = reads.side_answers(db, [d.id for d, _ in rows])
     jobs: list[DialogueJob] = []
     for dialogue, condition in rows:
         if dialogue.head_node_id is None:
             raise ConfigError(f"dialogue {dialogue.id} has no opening stored; it cannot be continued")
         path = _path_to_head(dialogue.head_node_id, nodes)
-        jobs.append(DialogueJob(condition, resume_dialogue(dialogue, path, prompts, pool, registry)))
+        prepared = resume_dialogue(dialogue, path, prompts, pool, registry, done.get(dialogue.id, ()))
+        jobs.append(DialogueJob(condition, prepared))
     return jobs
 
 

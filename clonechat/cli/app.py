@@ -192,6 +192,50 @@ def batch(
     raise typer.Exit(report_errors(go))
 
 
+@app.command()
+def score(
+    experiment: Annotated[str | None, typer.Argument(help="Experiment name (see 'clonechat ls').")] = None,
+    scorer: Annotated[
+        list[str] | None,
+        typer.Option("--scorer", "-s", help="Scorer to run (repeatable); default: every text scorer and surprisal."),
+    ] = None,
+    judge: Annotated[str, typer.Option(help="Model that judges, for --scorer judge.")] = "local",
+    list_scorers: Annotated[bool, typer.Option("--list", help="List the scorers and stop.")] = False,
+    models_file: ModelsFileOption = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Score the predictions of a stored experiment. Adds score rows; never touches turns;
+    re-running skips what is already scored."""
+    from clonechat.cli.analysis import score_command, scorer_descriptions
+
+    def go() -> int:
+        if list_scorers:
+            console = Console(highlight=False)
+            for name, description in scorer_descriptions():
+                console.print(f"[bold]{name:<14}[/bold] {escape(description)}")
+            return 0
+        if experiment is None:
+            raise ConfigError("name the experiment to score (see 'clonechat ls'), or use --list")
+        return score_command(db, experiment, scorer or [], judge, _use_registry(models_file))
+
+    raise typer.Exit(report_errors(go))
+
+
+@app.command()
+def report(
+    experiment: Annotated[str, typer.Argument(help="Experiment name (see 'clonechat ls').")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for report.md and the plots (default runs/reports/EXPERIMENT).")
+    ] = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Write the experiment's report: Markdown and PNG plots, every figure with n, a 95%
+    bootstrap CI, its chance baseline and its control."""
+    from clonechat.cli.analysis import report_command
+
+    raise typer.Exit(report_errors(lambda: report_command(db, experiment, out)))
+
+
 @app.command("models")
 def list_models(
     check: Annotated[

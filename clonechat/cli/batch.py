@@ -33,6 +33,7 @@ from clonechat.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED
 from clonechat.engine.events import fan_out
 from clonechat.errors import ConfigError, NotFoundError
 from clonechat.registry import Registry
+from clonechat.scoring.runner import score_text
 from clonechat.store.database import Database
 from clonechat.store.models import Experiment
 from clonechat.store.recorder import Recorder
@@ -325,6 +326,10 @@ def batch_command(args: BatchArgs, registry: Registry) -> int:
             backend=args.backend,
         )
         summary = _summary(db, result, 0)
+        # The text scorers cost microseconds a prediction: score whatever is new right away, so
+        # `clonechat report` has figures without a separate step (idempotent on re-runs).
+        scored = score_text(db, result.experiment_id)
+        summary["scores"] = {"predictions": scored.predictions, "new": scored.new_scores}
     failed = summary["dialogues"].get("failed", 0)
     exit_code = EXIT_INTERRUPTED if result.stopped else EXIT_FAILED if failed else 0
     summary["exit_code"] = exit_code

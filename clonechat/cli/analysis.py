@@ -1,0 +1,112 @@
+"""``clonechat score`` and ``clonechat report``: measuring stored runs and writing them up.
+
+Both read the database a batch wrote and never touch its turns; ``score`` adds score rows
+(idempotently), ``report`` writes Markdown and PNG plots.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+from rich.console import Console
+from rich.markup import escape
+
+from clonechat.analysis.load import experiment_id, load_report_data
+from clonechat.analysis.report import write_report
+from clonechat.errors import ConfigError
+from clonechat.prompts import PromptLibrary
+from clonechat.providers.base import Provider
+from clonechat.registry import ProviderPool, Registry
+from clonechat.scoring.model_scorers import (
+    JUDGE_NAME,
+    SURPRISAL_NAME,
+    SURPRISAL_VERSION,
+    PredictorContexts,
+    judge_scorer,
+    judge_version,
+    surprisal_scorer,
+)
+from clonechat.scoring.registry import DEFAULT_SCORERS, TEXT_SCORERS
+from clonechat.scoring.runner import ScoringSummary, score_text, score_with_model
+from clonechat.scoring.targets import load_targets
+from clonechat.store.database import Database
+
+MODEL_SCORERS = (SURPRISAL_NAME, JUDGE_NAME)
+DEFAULT_REPORTS_DIR = Path("runs") / "reports"
+
+
+def scorer_descriptions() -> list[tuple[str, str]]:
+    rows = [(s.name, s.description) for s in TEXT_SCORERS.values()]
+    rows.append((SURPRISAL_NAME, "predictor's mean log-probability per token of the actual message (embedded model)"))
+    rows.append((JUDGE_NAME, "a judge model rates prediction vs message 0-10 with prompts/judges/ (needs --judge)"))
+    return rows
+
+
+def _line(console: Console, name: str, summary: ScoringSummary) -> None:
+    text = f"{name}: {summary.new_scores} new score rows for {summary.predictions} predictions"
+    if summary.skipped:
+        text += f", {summary.skipped} already scored"
+    if summary.unavailable:
+        missing = ", ".join(f"{model} ({n})" for model, n in sorted(summary.unavailable.items()))
+        text += f"; not available for {missing}"
+    console.print(escape(text))
+
+
+async def _model_scores(
+    db: Database, eid: str, names: list[str], registry: Registry, judge: str, console: Console
+) -> None:
+    pool = ProviderPool()
+    try:
+        if SURPRISAL_NAME in names:
+            contexts = PredictorContexts(db, eid)
+            models = {t.model for t in load_targets(db, eid)}
+            providers: dict[str, Provider | None] = {}
+            for model in models:
+                spec = registry.models.get(model)
+                # Only in-process models give prompt log-probabilities (docs/surprisal.md).
+                providers[model] = pool.get(spec) if spec is not None and spec.provider == "local" else None
+            summary = await score_with_model(
+                db, eid, SURPRISAL_NAME, SURPRISAL_VERSION, surprisal_scorer(contexts, providers)
+            )
+            _line(console, SURPRISAL_NAME, summary)
+        if JUDGE_NAME in names:
+            provider = pool.get(registry.get(judge))
+            rubric = PromptLibrary().get("judges", "default")
+            summary = await score_with_model(
+                db, eid, JUDGE_NAME, judge_version(provider, rubric), judge_scorer(provider, rubric)
+            )
+            _line(console, f"{JUDGE_NAME} ({judge})", summary)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await pool.aclose()
+
+
+def score_command(db_path: Path, experiment: str, scorers: list[str], judge: str, registry: Registry) -> int:
+    known = [*TEXT_SCORERS, *MODEL_SCORERS]
+    for name in scorers:
+        if name not in known:
+            raise ConfigError(f"unknown scorer '{name}' (known: {', '.join(known)}; see 'clonechat score --list')")
+    names = scorers or [*DEFAULT_SCORERS, SURPRISAL_NAME]
+    console = Console(highlight=False)
+    with Database.open(db_path, create=False) as db:
+        eid = experiment_id(db, experiment)
+        text_names = [n for n in names if n in TEXT_SCORERS]
+        if text_names:
+            _line(console, ", ".join(text_names), score_text(db, eid, text_names))
+        model_names = [n for n in names if n in MODEL_SCORERS]
+        if model_names:
+            anyio.run(_model_scores, db, eid, model_names, registry, judge, console)
+    return 0
+
+
+def report_command(db_path: Path, experiment: str, out: Path | None) -> int:
+    console = Console(highlight=False)
+    with Database.open(db_path, create=False) as db:
+        # The cheap scorers first, so a report never lacks figures a plain `score` would give.
+        score_text(db, experiment_id(db, experiment))
+        data = load_report_data(db, experiment)
+    target = out or DEFAULT_REPORTS_DIR / experiment
+    path = write_report(data, target)
+    console.print(f"report written: {escape(str(path))}")
+    return 0
