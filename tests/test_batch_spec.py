@@ -105,6 +105,48 @@ MALFORMED: list[tuple[str, str, str, int | None]] = [
         "needs an API key: set the environment variable CLONECHAT_TEST_UNSET_KEY",
         15,
     ),
+    (
+        "typo in prediction table",
+        GOOD + "\n[prediction]\nself_predcit = true\n",
+        "prediction: unknown key 'self_predcit' (did you mean 'self_predict'?)",
+        11,
+    ),
+    (
+        "unknown cross-prediction model",
+        GOOD.replace('seed = 1', 'seed = 1\nprediction = { cross_model = "nope" }'),
+        "prediction.cross_model: unknown model 'nope'",
+        5,
+    ),
+    (
+        "unknown coordination task",
+        GOOD + '\n[coordination]\ntasks = ["numbr"]\n',
+        "unknown coordination 'numbr' (known: city, colour, letter, number, pair)",
+        None,
+    ),
+    (
+        "coordination without tasks",
+        GOOD + "\n[coordination]\nwhen = 'before'\n",
+        "coordination: required key 'tasks' is missing",
+        None,
+    ),
+    (
+        "coordination when",
+        GOOD + '\n[coordination]\ntasks = ["number"]\nwhen = "during"\n',
+        "coordination.when: Input should be 'before', 'after' or 'both'",
+        12,
+    ),
+    (
+        "coordination = true",
+        GOOD + "coordination = true\n",
+        "conditions[1].coordination: must be a table, or false to switch it off",
+        9,
+    ),
+    (
+        "unknown report template",
+        GOOD + 'report_back = { template = "nope" }\n',
+        "unknown report 'nope' (known: default)",
+        None,
+    ),
 ]
 
 
