@@ -15,6 +15,7 @@ from clonechat.cli.console import SPEAKER_STYLE, node_metadata
 from clonechat.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, report_errors
 from clonechat.engine.dialogue import DEFAULT_STOP_PHRASE
 from clonechat.errors import ConfigError
+from clonechat.measures import CoordinationOptions, MeasureOptions, PredictionOptions, ReportOptions
 from clonechat.registry import MODELS_ENV_VAR, Registry, load_registry, set_default_registry
 from clonechat.session import ADHOC_EXPERIMENT, DialogueRequest
 from clonechat.store import reads
@@ -97,6 +98,25 @@ def run(
     var: Annotated[
         list[str] | None, typer.Option("--var", help="Set a prompt variable, NAME=VALUE (repeatable).")
     ] = None,
+    predict: Annotated[
+        bool, typer.Option("--predict", help="Before each message, the partner predicts it (blinded side channel).")
+    ] = False,
+    self_predict: Annotated[
+        bool, typer.Option("--self-predict", help="Control: the speaker also predicts its own message first.")
+    ] = False,
+    cross_predictor: Annotated[
+        str | None, typer.Option(metavar="MODEL", help="Control: a different model predicts from the partner's view.")
+    ] = None,
+    reveal: Annotated[
+        bool, typer.Option("--reveal", help="Experiment: show the speaker its partner's prediction first.")
+    ] = False,
+    coordination: Annotated[
+        list[str] | None,
+        typer.Option(metavar="TASK", help="Coordination task in prompts/coordination/, asked before and after."),
+    ] = None,
+    report_back: Annotated[
+        bool, typer.Option("--report-back", help="At the end, each agent writes to the researcher.")
+    ] = False,
     backend: Annotated[str, typer.Option(help="Async backend: asyncio or trio.", hidden=True)] = "asyncio",
     models_file: ModelsFileOption = None,
     db: DbOption = DEFAULT_DB,
@@ -123,6 +143,13 @@ def run(
             first_speaker=first,  # type: ignore[arg-type]
             experiment=experiment,
             variables=_parse_vars(var or []),
+            measures=MeasureOptions(
+                prediction=PredictionOptions(self_predict, cross_predictor, reveal)
+                if predict or self_predict or cross_predictor or reveal
+                else None,
+                coordination=CoordinationOptions(tuple(coordination)) if coordination else None,
+                report_back=ReportOptions() if report_back else None,
+            ),
         )
         console = Console(highlight=False)
         with Database.open(db) as database:

@@ -41,6 +41,11 @@ def node_metadata(node: NodeRecord) -> str:
     return " · ".join(parts)
 
 
+def _one_line(node: NodeRecord, limit: int = 160) -> str:
+    text = " ".join(node.content.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class LivePrinter:
     """Streams tokens as they arrive, with speaker labels and a metadata line per turn."""
 
@@ -67,6 +72,15 @@ class LivePrinter:
             elif node.kind == "turn":
                 c.print()
                 c.print(f"[dim]{escape(node_metadata(node))}[/dim]")
+                for prediction in event.side:
+                    # Shown after the turn it predicts, for the researcher: no agent saw it.
+                    who = "cross model" if prediction.variant == "cross" else prediction.speaker
+                    c.print(f"[dim]  predicted by {who} ({prediction.variant}): {escape(_one_line(prediction))}[/dim]")
+            elif node.kind == "coordination":
+                c.print(f"[dim]coordination {node.variant} · {node.speaker}: {escape(_one_line(node))}[/dim]")
+            elif node.kind == "report":
+                style = SPEAKER_STYLE[node.speaker]
+                c.print(f"\n[{style}]{node.speaker}[/{style}] [dim]to the researcher[/dim]\n{escape(node.content)}")
             self._streaming = False
         elif isinstance(event, TurnRetrying):
             c.print(
