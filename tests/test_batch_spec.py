@@ -113,7 +113,7 @@ MALFORMED: list[tuple[str, str, str, int | None]] = [
     ),
     (
         "unknown cross-prediction model",
-        GOOD.replace('seed = 1', 'seed = 1\nprediction = { cross_model = "nope" }'),
+        GOOD.replace("seed = 1", 'seed = 1\nprediction = { cross_model = "nope" }'),
         "prediction.cross_model: unknown model 'nope'",
         5,
     ),

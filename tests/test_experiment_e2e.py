@@ -10,6 +10,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from clonechat.cli import app
@@ -51,6 +52,7 @@ def cli(*args: str | Path) -> str:
     return result.output
 
 
+@pytest.mark.model
 def test_small_experiment_on_the_embedded_model_fills_every_section(tmp_path: Path) -> None:
     spec, db, out = tmp_path / "e2e.toml", tmp_path / "runs.db", tmp_path / "report"
     spec.write_text(SPEC)
@@ -90,7 +92,7 @@ def test_small_experiment_on_the_embedded_model_fills_every_section(tmp_path: Pa
     assert re.search(r"\| no-frame .*\| pair \| after \| \d\.\d{3}", coordination)
     reports = report.split("## Reports back")[1].split("## Appendix")[0]
     assert reports.count("\n> ") >= 8  # every agent's report quoted
-    assert "control = \"no-frame\"" in report.split("## Appendix")[1]
+    assert 'control = "no-frame"' in report.split("## Appendix")[1]
     for png in ("prediction_by_turn_chrf.png", "coordination.png"):
         assert (out / png).read_bytes().startswith(b"\x89PNG")
         assert f"]({png})" in report
