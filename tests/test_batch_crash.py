@@ -30,6 +30,15 @@ model_a = "scripted"
 [params]
 max_tokens = 40
 
+# The measures too: their side nodes must survive kills exactly like turns.
+[prediction]
+
+[coordination]
+tasks = ["number"]
+when = "both"
+
+[report_back]
+
 [[conditions]]
 template = "clone-aware"
 
@@ -89,6 +98,19 @@ def check_consistent(db: Path) -> None:
         ).fetchall()
         assert duplicates == []
         turn_rows = conn.execute("SELECT count(*) FROM node WHERE kind = 'turn'").fetchone()[0]
+        # Side answers: at most one per dialogue, channel and agent; one prediction per turn.
+        side_duplicates = conn.execute(
+            "SELECT dialogue_id, kind, variant, speaker, count(*) FROM node WHERE kind IN ('coordination', 'report') "
+            "GROUP BY 1, 2, 3, 4 HAVING count(*) > 1"
+        ).fetchall()
+        assert side_duplicates == []
+        predictions = conn.execute(
+            "SELECT p.target_node_id, count(*), sum(t.kind = 'turn') FROM node p "
+            "JOIN node t ON t.id = p.target_node_id WHERE p.kind = 'prediction' GROUP BY 1"
+        ).fetchall()
+        assert all(n == 1 and turns == 1 for _, n, turns in predictions)
+        # A prediction is committed with its turn, never without it, and never the turn without it.
+        assert len(predictions) == turn_rows
     on_paths = sum(len(path) - 1 for path in stored_conversations(db).values())
     assert turn_rows == on_paths
     for path in stored_conversations(db).values():
@@ -150,3 +172,19 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
     assert len(uninterrupted) == 36
     assert all(len(path) == 13 for path in uninterrupted.values())
     assert crashed == uninterrupted
+    assert side_answers(db) == side_answers(clean)
+    assert sum(len(v) for v in side_answers(clean).values()) == 36 * (12 + 4 + 2)
+
+
+def side_answers(db: Path) -> dict[tuple[str, int], list[tuple[str, str, str, int, str]]]:
+    """Per (condition, replicate): every prediction, coordination answer and report."""
+    out: dict[tuple[str, int], list[tuple[str, str, str, int, str]]] = {}
+    with closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute(
+            "SELECT c.name, d.replicate, n.kind, coalesce(n.variant, ''), n.speaker, n.turn_index, n.content "
+            "FROM node n JOIN dialogue d ON d.id = n.dialogue_id JOIN condition c ON c.id = d.condition_id "
+            "WHERE n.kind IN ('prediction', 'coordination', 'report')"
+        ).fetchall()
+    for condition, replicate, *rest in rows:
+        out.setdefault((condition, replicate), []).append(tuple(rest))  # type: ignore[arg-type]
+    return {key: sorted(value) for key, value in out.items()}
