@@ -68,6 +68,13 @@ def test_small_experiment_on_the_embedded_model_fills_every_section(tmp_path: Pa
     assert kinds["report:"] == 8
     assert scored_nodes == 16  # the batch scored every prediction with the text scorers
 
+    # `show` prints the side channels beside the conversation, each marked as such.
+    with closing(sqlite3.connect(db)) as conn:
+        (dialogue_id,) = conn.execute("SELECT id FROM dialogue LIMIT 1").fetchone()
+    shown = cli("show", dialogue_id, "--db", db)
+    for label in ("prediction (partner) of turn 1", "prediction (self)", "coordination pair@before", "report to"):
+        assert label in shown, label
+
     output = cli("score", "e2e", "--scorer", "surprisal", "--db", db)
     assert "surprisal: 32 new score rows for 16 predictions" in output  # actual + shuffled for each
     with closing(sqlite3.connect(db)) as conn:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from clonechat.analysis.stats import (
+    MIN_CLUSTERS_FOR_CI,
     Estimate,
     chance_match_rate,
     describe,
@@ -104,11 +105,35 @@ def test_difference_of_same_distribution_includes_zero() -> None:
 
 
 def test_difference_by_clusters() -> None:
-    a = [0.9, 0.8, 0.85, 0.9, 0.7, 0.8]
-    b = [0.1, 0.2, 0.15, 0.1]
-    est = difference_ci(a, b, a_clusters=["x", "x", "y", "y", "z", "z"], b_clusters=["p", "p", "q", "q"])
-    assert (est.n, est.clusters) == (10, 5)
-    assert not est.within_noise
+    a = [0.9, 0.8, 0.85, 0.9, 0.7, 0.8, 0.75, 0.95, 0.8, 0.85]
+    b = [0.1, 0.2, 0.15, 0.1, 0.2, 0.05, 0.1, 0.15, 0.2, 0.1, 0.15, 0.2]
+    est = difference_ci(
+        a, b, a_clusters=[f"a{i // 2}" for i in range(10)], b_clusters=[f"b{i // 2}" for i in range(12)]
+    )
+    assert (est.n, est.clusters, est.smallest_group, est.units) == (22, 11, 5, 5)
+    assert not est.within_noise and not est.too_few_units
+
+
+def test_too_few_clusters_give_no_interval() -> None:
+    """Fewer than MIN_CLUSTERS_FOR_CI dialogues: the mean is kept but no interval is given, however
+    many values there are and however clear the effect looks (2 dialogues once gave a zero-width
+    interval that read as certainty)."""
+    assert MIN_CLUSTERS_FOR_CI == 5
+    labels = [f"d{i // 10}" for i in range(40)]  # 4 dialogues of 10 values
+    est = mean_ci([0.25] * 40, clusters=labels)
+    assert (est.mean, est.low, est.high, est.n, est.clusters) == (0.25, None, None, 40, 4)
+    assert est.too_few_units and est.within_noise
+    assert format_ci(est) == "0.250 [too few dialogues]"
+    five = mean_ci([0.25] * 50, clusters=[f"d{i // 10}" for i in range(50)])
+    assert (five.low, five.high) == (0.25, 0.25) and not five.too_few_units
+    # a difference needs enough units in *each* group: 10 + 3 dialogues is too few
+    diff = difference_ci([0.9] * 10, [0.1] * 3, a_clusters=[f"a{i}" for i in range(10)], b_clusters=["x", "y", "z"])
+    assert diff.mean == pytest.approx(0.8) and diff.low is None
+    assert (diff.clusters, diff.smallest_group, diff.units) == (13, 3, 3)
+    assert paired_difference_ci([1.0] * 4, [0.0] * 4).too_few_units
+    assert match_minus_chance_ci(["7"] * 4, ["7"] * 4).too_few_units
+    assert mean_ci([0.5] * 4, min_units=2).low == 0.5  # the threshold can be lowered explicitly
+    assert not mean_ci([]).too_few_units  # no data is not "too few to tell"
 
 
 def test_paired_difference() -> None:
@@ -169,6 +194,6 @@ def test_match_minus_chance_ignores_empty_answers() -> None:
 def test_describe() -> None:
     assert describe(Estimate(0.4123, 0.38, 0.4471, 120, 10)) == "0.412 [0.380, 0.447] (n=120 in 10 dialogues)"
     assert describe(Estimate(0.5, 0.4, 0.6, 12, 12), digits=2) == "0.50 [0.40, 0.60] (n=12)"
-    assert describe(Estimate(0.5, None, None, 3, 1)) == "0.500 [no CI] (n=3 in 1 dialogue)"
+    assert describe(Estimate(0.5, None, None, 3, 1)) == "0.500 [too few dialogues] (n=3 in 1 dialogue)"
     assert describe(Estimate(None, None, None, 0, 0)) == "no data (n=0)"
     assert format_ci(Estimate(None, None, None, 0, 0)) == "–"

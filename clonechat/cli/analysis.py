@@ -88,7 +88,7 @@ def score_command(db_path: Path, experiment: str, scorers: list[str], judge: str
         if name not in known:
             raise ConfigError(f"unknown scorer '{name}' (known: {', '.join(known)}; see 'clonechat score --list')")
     names = scorers or [*DEFAULT_SCORERS, SURPRISAL_NAME]
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     with Database.open(db_path, create=False) as db:
         eid = experiment_id(db, experiment)
         text_names = [n for n in names if n in TEXT_SCORERS]
@@ -101,7 +101,7 @@ def score_command(db_path: Path, experiment: str, scorers: list[str], judge: str
 
 
 def report_command(db_path: Path, experiment: str, out: Path | None) -> int:
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     with Database.open(db_path, create=False) as db:
         # The cheap scorers first, so a report never lacks figures a plain `score` would give.
         score_text(db, experiment_id(db, experiment))

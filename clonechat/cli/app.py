@@ -20,6 +20,7 @@ from clonechat.registry import MODELS_ENV_VAR, Registry, load_registry, set_defa
 from clonechat.session import ADHOC_EXPERIMENT, DialogueRequest
 from clonechat.store import reads
 from clonechat.store.database import DB_ENV_VAR, DEFAULT_DB, Database
+from clonechat.store.models import Node
 
 app = typer.Typer(
     help="Two instances of the same language model talking to each other, recorded for research.",
@@ -237,7 +238,7 @@ def score(
 
     def go() -> int:
         if list_scorers:
-            console = Console(highlight=False)
+            console = Console(highlight=False, soft_wrap=True)
             for name, description in scorer_descriptions():
                 console.print(f"[bold]{name:<14}[/bold] {escape(description)}")
             return 0
@@ -371,6 +372,13 @@ def show(
                 "A": reads.prompt_text(database, dialogue.system_prompt_a),
                 "B": reads.prompt_text(database, dialogue.system_prompt_b),
             }
+            side = reads.side_nodes(database, dialogue.id)
+        # Predictions are shown after the turn they predict; other side answers after the node
+        # they were asked at (the opening for "before", the last turn for "after" and reports).
+        after: dict[str, list[Node]] = {}
+        for s in side:
+            key = s.target_node_id if s.kind == "prediction" and s.target_node_id else s.parent_id
+            after.setdefault(key or "", []).append(s)
         status = dialogue.status + (f" ({dialogue.stop_reason})" if dialogue.stop_reason else "")
         console.print(f"[bold]dialogue {dialogue.id}[/bold]  {status}")
         console.print(
@@ -391,8 +399,23 @@ def show(
             meta = node_metadata(record)
             if meta:
                 console.print(f"[dim]{escape(meta)}[/dim]")
+            for extra in after.get(n.id, []):
+                _print_side(console, extra)
 
     report_errors(go)
+
+
+def _print_side(console: Console, node: Node) -> None:
+    """A side-channel answer, set apart from the conversation: no agent saw it."""
+    style = SPEAKER_STYLE.get(node.speaker, "bold")
+    if node.kind == "prediction":
+        label = f"prediction ({node.variant}) of turn {node.turn_index}, by {node.speaker} · {node.model}"
+    elif node.kind == "coordination":
+        label = f"coordination {node.variant}"
+    else:
+        label = "report to the researcher"
+    console.print(f"  [{style}]{node.speaker}[/{style}] [dim]{escape(label)} · {node.id}[/dim]")
+    console.print(f"  [dim]{escape(node.content)}[/dim]")
 
 
 def main() -> None:

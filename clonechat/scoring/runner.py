@@ -43,18 +43,19 @@ def existing_scores(db: Database, experiment_id: str) -> set[tuple[str, str, str
         return {(a, b, c) for a, b, c in session.connection().execute(query, {"experiment": experiment_id})}
 
 
-def _rows(
-    target: PredictionTarget, name: str, version: str, actual: ScoreResult, shuffled: ScoreResult | None
-) -> list[writes.NewScore]:
-    rows = [
-        writes.NewScore(
-            target.prediction_id, name, version, actual.value, {**actual.detail, "against": target.actual_id}
-        )
-    ]
-    if shuffled is not None:
-        detail = {**shuffled.detail, "against": target.shuffled_id}
-        rows.append(writes.NewScore(target.prediction_id, name + SHUFFLED_SUFFIX, version, shuffled.value, detail))
-    return rows
+def _missing(target: PredictionTarget, name: str, version: str, have: set[tuple[str, str, str]]) -> tuple[bool, bool]:
+    """Whether the score against the actual message, and the one against the shuffled control,
+    still have to be computed. The control can only be drawn once another dialogue of the
+    condition exists, so it may be missing after an earlier, partial scoring run."""
+    actual = (target.prediction_id, name, version) not in have
+    shuffled = target.shuffled is not None and (target.prediction_id, name + SHUFFLED_SUFFIX, version) not in have
+    return actual, shuffled
+
+
+def _row(target: PredictionTarget, name: str, version: str, result: ScoreResult, *, shuffled: bool) -> writes.NewScore:
+    against = target.shuffled_id if shuffled else target.actual_id
+    scorer = name + SHUFFLED_SUFFIX if shuffled else name
+    return writes.NewScore(target.prediction_id, scorer, version, result.value, {**result.detail, "against": against})
 
 
 def score_text(db: Database, experiment_id: str, names: Sequence[str] = DEFAULT_SCORERS) -> ScoringSummary:
@@ -66,16 +67,16 @@ def score_text(db: Database, experiment_id: str, names: Sequence[str] = DEFAULT_
     summary = ScoringSummary(predictions=len(targets))
     for target in targets:
         for scorer in scorers:
-            if (target.prediction_id, scorer.name, scorer.version) in have:
+            need_actual, need_shuffled = _missing(target, scorer.name, scorer.version, have)
+            if not (need_actual or need_shuffled):
                 summary.skipped += 1
                 continue
-            actual = scorer.score(target.predicted, target.actual, stop_phrase=target.stop_phrase)
-            shuffled = (
-                None
-                if target.shuffled is None
-                else scorer.score(target.predicted, target.shuffled, stop_phrase=target.stop_phrase)
-            )
-            rows += _rows(target, scorer.name, scorer.version, actual, shuffled)
+            if need_actual:
+                result = scorer.score(target.predicted, target.actual, stop_phrase=target.stop_phrase)
+                rows.append(_row(target, scorer.name, scorer.version, result, shuffled=False))
+            if need_shuffled and target.shuffled is not None:
+                result = scorer.score(target.predicted, target.shuffled, stop_phrase=target.stop_phrase)
+                rows.append(_row(target, scorer.name, scorer.version, result, shuffled=True))
     summary.new_scores = db.write(lambda conn: writes.insert_scores(conn, rows))
     return summary
 
@@ -93,15 +94,19 @@ async def score_with_model(
     have = existing_scores(db, experiment_id)
     summary = ScoringSummary(predictions=len(targets), unavailable={})
     for target in targets:
-        if (target.prediction_id, name, version) in have:
+        need_actual, need_shuffled = _missing(target, name, version, have)
+        if not (need_actual or need_shuffled):
             summary.skipped += 1
             continue
-        actual = await score(target, target.actual)
-        if actual is None:
-            assert summary.unavailable is not None
-            summary.unavailable[target.model] = summary.unavailable.get(target.model, 0) + 1
-            continue
-        shuffled = None if target.shuffled is None else await score(target, target.shuffled)
-        rows = _rows(target, name, version, actual, shuffled)
+        rows: list[writes.NewScore] = []
+        for against, shuffled, needed in ((target.actual, False, need_actual), (target.shuffled, True, need_shuffled)):
+            if not needed or against is None:
+                continue
+            result = await score(target, against)
+            if result is None:
+                assert summary.unavailable is not None
+                summary.unavailable[target.model] = summary.unavailable.get(target.model, 0) + 1
+                break
+            rows.append(_row(target, name, version, result, shuffled=shuffled))
         summary.new_scores += db.write(partial(writes.insert_scores, scores=rows))
     return summary

@@ -139,3 +139,13 @@ def side_answers(db: Database, dialogue_ids: list[str]) -> dict[str, set[str]]:
             for dialogue_id, kind, speaker, variant in rows:
                 found.setdefault(dialogue_id, set()).add(side_key(kind, speaker, variant))
     return found
+
+
+SIDE_KINDS = ("prediction", "coordination", "report")
+
+
+def side_nodes(db: Database, dialogue_id: str) -> list[Node]:
+    """A dialogue's predictions, coordination answers and reports-back, oldest first."""
+    with db.session() as session:
+        query = select(Node).where(col(Node.dialogue_id) == dialogue_id, col(Node.kind).in_(SIDE_KINDS))
+        return list(session.exec(query.order_by(col(Node.id))).all())
