@@ -348,6 +348,15 @@ async def test_progress_counts_and_eta_follow_the_events() -> None:
     turn = jobs[0].prepared.path[0]
     await progress(NodeCompleted(replace(turn, kind="turn", turn_index=1)))
     assert (entry.running, entry.turns, entry.turns_left) == (2, 1, 7)
+    # Side-channel nodes are not turns.
+    await progress(NodeCompleted(replace(turn, kind="coordination", variant="number@before")))
+    assert entry.turns == 1
+    for index in range(2, 5):
+        await progress(NodeCompleted(replace(turn, kind="turn", turn_index=index)))
+    for index in range(1, 5):
+        await progress(NodeCompleted(replace(turn, dialogue_id="D2", kind="turn", turn_index=index)))
+    # Every turn taken, dialogues still running (closing questions): the ETA is unknown, not 0.
+    assert entry.turns_left == 0 and progress.eta() is None
     await progress(DialogueEnded("D1", "completed", "stop_phrase", 1, turn.id))
     await progress(DialogueEnded("D2", "failed", "error", 0, "x", error="boom"))
     assert (entry.done, entry.failed, entry.running, entry.turns_left) == (1, 1, 0, 0)

@@ -81,13 +81,14 @@ def too_few(est: Estimate) -> str:
     return f"(n={units} {noun}; at least {MIN_CLUSTERS_FOR_CI} needed for an interval)"
 
 
-def finding(subject: str, est: Estimate, reference: str) -> str:
+def finding(subject: str, est: Estimate, reference: str, *, missing: str = "") -> str:
     """One line saying whether a difference stands out from noise, in words first.
 
     With too few dialogues for an interval (:data:`MIN_CLUSTERS_FOR_CI`) it says so instead of
     "above", "below" or "within noise": any of those would claim more than the data can show."""
     if est.mean is None:
-        return f"- {subject}: no data for the difference from {reference}."
+        why = " (the shuffled control needs a second dialogue in the condition)" if reference == "chance" else ""
+        return f"- {subject}: no data for the difference from {reference}{why}."
     if est.too_few_units or est.low is None or est.high is None:
         return (
             f"- {subject}: too few dialogues to tell {too_few(est)}; the difference from {reference} "
@@ -197,7 +198,8 @@ def _scorer_block(data: ReportData, scorer: str, conditions: list[str]) -> list[
     lines = [f"### Scorer: {scorer}", "", md_table(headers, table), "", *note, "Findings:", ""]
     for r in rows:
         subject = f"{r.condition}, {r.variant}, {scorer}"
-        lines.append(finding(subject, r.vs_chance, "chance"))
+        why = " (the shuffled control needs a second dialogue in the condition)"
+        lines.append(finding(subject, r.vs_chance, "chance", missing=why))
         if r.vs_control is not None:
             lines.append(finding(subject, r.vs_control, f"the control `{data.control}`"))
     for condition in conditions:

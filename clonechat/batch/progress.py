@@ -132,7 +132,14 @@ class BatchProgress:
             else sum(c.turns_left for c in self.conditions.values())
         )
         if left == 0:
-            return 0.0
+            # Dialogues still running with every turn taken are asking their closing questions
+            # (coordination, reports-back), which the turn rate cannot time: unknown, not zero.
+            running = (
+                self.conditions[condition].running
+                if condition is not None
+                else sum(c.running for c in self.conditions.values())
+            )
+            return None if running else 0.0
         rate = self.rate(condition)
         return left / rate if rate > 0 else None
 
