@@ -295,3 +295,33 @@ def test_missing_shuffled_control_is_filled_in_on_rescoring(db: Path) -> None:
     result = cli("score", EXPERIMENT, "--db", db)
     assert result.exit_code == 0, result.output
     assert score_dump(db) == before
+
+
+def test_judge_scores_through_a_model_server_with_its_rubric(db: Path, tmp_path: Path) -> None:
+    """The judge is a model behind the same providers as the agents: here a loopback
+    OpenAI-compatible server that answers every rubric with a rating of 7 (stored as 0.7)."""
+    from tests.servers.fake_model import Reply, fake_model_server, openai_body
+
+    with fake_model_server(Reply(body=openai_body("Rating: 7/10"))) as server:
+        models = tmp_path / "models.toml"
+        models.write_text(
+            f'[models.judge]\nprovider = "openai-compatible"\nbase_url = "{server.url}/v1"\nmodel = "j"\n'
+            "stream = false\n"
+        )
+        result = cli("score", EXPERIMENT, "--scorer", "judge", "--judge", "judge", "--models-file", models, "--db", db)
+        assert result.exit_code == 0, result.output
+        rubrics = [r.json()["messages"][-1]["content"] for r in server.requests]
+        again = cli("score", EXPERIMENT, "--scorer", "judge", "--judge", "judge", "--models-file", models, "--db", db)
+        assert again.exit_code == 0, again.output
+        assert len(server.requests) == len(rubrics)  # idempotent: nothing asked twice
+    rows = query(db, "SELECT value, version, json_extract(detail, '$.raw') FROM score WHERE scorer LIKE 'judge%'")
+    assert len(rows) == 2 * PREDICTIONS  # against the actual message and the shuffled control
+    assert {value for value, _, _ in rows} == {0.7}
+    assert all(version.startswith("judge/") for _, version, _ in rows)  # the judge model and the rubric's hash
+    # The rubric shows the judge both messages.
+    prediction, actual = query(
+        db,
+        "SELECT p.content, t.content FROM node p JOIN node t ON t.id = p.target_node_id WHERE p.kind = 'prediction' "
+        "ORDER BY p.id LIMIT 1",
+    )[0]
+    assert any(prediction in rubric and actual in rubric for rubric in rubrics)
