@@ -41,7 +41,15 @@ class TurnScored:
     predictions: tuple[ScoredPrediction, ...]
 
 
-UiEvent = Event | TurnScored
+@dataclass(frozen=True)
+class PathLoaded:
+    """The conversation so far (root to the leaf the dialogue continues from), sent once before
+    the engine starts, so an interface shows what is already there."""
+
+    path: tuple[NodeRecord, ...]
+
+
+UiEvent = Event | TurnScored | PathLoaded
 UiSink = Callable[[UiEvent], Awaitable[None]]
 
 
@@ -90,6 +98,7 @@ class LiveDialogue:
                 prepared = await prepare(writer, pool)
                 self.dialogue_id = prepared.dialogue_id
                 stop_phrase = prepared.settings.stop_phrase
+                await self.sink(PathLoaded(tuple(prepared.path)))
 
                 async def forward(event: Event) -> None:
                     await self.sink(event)
