@@ -1,0 +1,192 @@
+"""Where the transcript widget gets its nodes: a path through a dialogue tree, read by the page.
+
+A dialogue can run to tens of thousands of turns, and the TUI must open it instantly, so the
+widget never asks for "all nodes". It asks a :class:`TranscriptSource` how many nodes the path
+has and for one slice (a page) at a time. This module deliberately imports nothing from Textual:
+the data side is testable and usable without a terminal.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Protocol, runtime_checkable
+
+from sqlalchemy import bindparam, text
+from sqlmodel import col, select
+
+from clonechat.engine.records import CONVERSATION_KINDS, NodeRecord
+from clonechat.errors import NotFoundError
+from clonechat.store.database import Database
+from clonechat.store.models import Dialogue, Node
+from clonechat.store.reads import node_record
+
+#: Nodes per page the SQLite source loads at once (one ``IN (...)`` query, far below SQLite's
+#: bound-parameter limit).
+DEFAULT_PAGE_SIZE = 64
+#: Pages the SQLite source keeps; with the default page size about 1,000 nodes stay in memory.
+DEFAULT_MAX_PAGES = 16
+
+
+class TranscriptSource(Protocol):
+    """The nodes of one conversation path, indexed from 0 (the opening)."""
+
+    def __len__(self) -> int:
+        """How many conversation nodes the path has (must be cheap: no node text is loaded)."""
+        ...
+
+    def page(self, start: int, stop: int) -> list[NodeRecord]:
+        """The nodes ``start`` (inclusive) to ``stop`` (exclusive), clamped to the path."""
+        ...
+
+
+@runtime_checkable
+class AppendableSource(TranscriptSource, Protocol):
+    """A source a live dialogue can extend as turns complete."""
+
+    def append(self, node: NodeRecord) -> None:
+        """Add ``node`` at the end of the path."""
+        ...
+
+
+class ListSource:
+    """Nodes held in memory: for tests, and for a live dialogue that started in this session."""
+
+    def __init__(self, nodes: list[NodeRecord] | None = None) -> None:
+        self._nodes: list[NodeRecord] = list(nodes or [])
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def page(self, start: int, stop: int) -> list[NodeRecord]:
+        return self._nodes[max(0, start) : max(0, stop)]
+
+    def append(self, node: NodeRecord) -> None:
+        self._nodes.append(node)
+
+
+_PATH_IDS = text(
+    """
+    WITH RECURSIVE ancestry(id, parent_id, kind, depth) AS (
+        SELECT id, parent_id, kind, 0 FROM node WHERE id = :leaf
+        UNION ALL
+        SELECT node.id, node.parent_id, node.kind, ancestry.depth + 1
+        FROM node JOIN ancestry ON node.id = ancestry.parent_id
+    )
+    SELECT id FROM ancestry WHERE kind IN :kinds ORDER BY depth DESC
+    """
+).bindparams(bindparam("kinds", expanding=True))
+
+
+class SqlitePathSource:
+    """A path from a dialogue's opening to a leaf, read lazily from the run database.
+
+    The path's node *ids* are computed once, with one recursive CTE that touches only the id,
+    parent and kind columns (cheap even for 100,000 nodes: a list of short strings). Node rows,
+    whose text is the expensive part, are read one page at a time (``WHERE id IN (...)``) when
+    :meth:`page` asks for them, and kept in a small LRU of pages so scrolling back and forth
+    does not re-query; at most ``max_pages * page_size`` records are held.
+
+    It reads through :meth:`Database.session` (the reader engine: its own short-lived
+    connection per query, safe while a batch's writer commits in WAL mode), so the TUI can
+    watch a database another process is writing.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        dialogue_id: str,
+        leaf_id: str | None = None,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        max_pages: int = DEFAULT_MAX_PAGES,
+    ) -> None:
+        if page_size < 1 or max_pages < 1:
+            raise ValueError("page_size and max_pages must be positive")
+        self._db = db
+        self.dialogue_id = dialogue_id
+        self.page_size = page_size
+        self.max_pages = max_pages
+        self._pages: OrderedDict[int, list[NodeRecord]] = OrderedDict()
+        #: Appended nodes the database may not have yet (the writer commits a moment after the
+        #: engine reports a node); dropped as soon as a page read finds them stored.
+        self._pending: dict[str, NodeRecord] = {}
+        #: Rows read from SQLite so far (for tests and diagnostics).
+        self.rows_loaded = 0
+        self._ids: list[str] = self._path_ids(leaf_id)
+
+    def _path_ids(self, leaf_id: str | None) -> list[str]:
+        with self._db.session() as session:
+            if leaf_id is None:
+                dialogue = session.get(Dialogue, self.dialogue_id)
+                if dialogue is None:
+                    raise NotFoundError(f"no dialogue with id {self.dialogue_id!r} in {self._db.path}")
+                leaf_id = dialogue.head_node_id
+                if leaf_id is None:
+                    return []
+            params = {"leaf": leaf_id, "kinds": sorted(CONVERSATION_KINDS)}
+            ids = [str(row[0]) for row in session.connection().execute(_PATH_IDS, params)]
+        if not ids:
+            raise NotFoundError(f"no conversation node with id {leaf_id!r} in {self._db.path}")
+        return ids
+
+    @property
+    def ids(self) -> list[str]:
+        """The path's node ids, opening first (a copy)."""
+        return list(self._ids)
+
+    @property
+    def cached_nodes(self) -> int:
+        """How many node records are held in memory right now (bounded by the LRU)."""
+        return sum(len(p) for p in self._pages.values()) + len(self._pending)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def page(self, start: int, stop: int) -> list[NodeRecord]:
+        start, stop = max(0, start), min(stop, len(self._ids))
+        if start >= stop:
+            return []
+        size = self.page_size
+        out: list[NodeRecord] = []
+        for number in range(start // size, (stop - 1) // size + 1):
+            records = self._load_page(number)
+            first = number * size
+            out.extend(records[max(start, first) - first : min(stop, first + size) - first])
+        return out
+
+    def append(self, node: NodeRecord) -> None:
+        """Extend the path with a node that just completed (it need not be committed yet)."""
+        index = len(self._ids)
+        self._ids.append(node.id)
+        cached = self._pages.get(index // self.page_size)
+        if cached is not None and len(cached) == index % self.page_size:
+            cached.append(node)
+        else:
+            self._pending[node.id] = node
+
+    def _load_page(self, number: int) -> list[NodeRecord]:
+        cached = self._pages.get(number)
+        size = self.page_size
+        ids = self._ids[number * size : (number + 1) * size]
+        if cached is not None and len(cached) == len(ids):
+            self._pages.move_to_end(number)
+            return cached
+        with self._db.session() as session:
+            rows = session.exec(select(Node).where(col(Node.id).in_(ids))).all()
+            found = {n.id: node_record(n) for n in rows}
+        self.rows_loaded += len(rows)
+        records: list[NodeRecord] = []
+        for node_id in ids:
+            record = found.get(node_id)
+            if record is not None:
+                self._pending.pop(node_id, None)
+            else:
+                record = self._pending.get(node_id)
+                if record is None:
+                    raise NotFoundError(f"node {node_id} vanished from {self._db.path}")
+            records.append(record)
+        self._pages[number] = records
+        self._pages.move_to_end(number)
+        while len(self._pages) > self.max_pages:
+            self._pages.popitem(last=False)
+        return records

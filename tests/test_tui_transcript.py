@@ -1,0 +1,254 @@
+"""The transcript widget stays fast and small however long the dialogue: it loads only what is on screen."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection
+from textual.app import App, ComposeResult
+
+from clonechat.engine.records import NodeRecord, Speaker
+from clonechat.store import writes
+from clonechat.store.database import Database
+from clonechat.tui.transcript_source import ListSource, SqlitePathSource
+from clonechat.tui.widgets.transcript import TranscriptView
+
+pytestmark = pytest.mark.anyio
+
+TURNS = 10_000
+DIALOGUE = "D" * 26
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Textual runs on asyncio only."""
+    return "asyncio"
+
+
+def make_node(index: int, parent: str | None, *, content: str | None = None) -> NodeRecord:
+    speaker: Speaker = "researcher" if index == 0 else ("A" if index % 2 else "B")
+    return NodeRecord(
+        id=f"N{index:025d}",
+        dialogue_id=DIALOGUE,
+        parent_id=parent,
+        speaker=speaker,
+        kind="opening" if index == 0 else "turn",
+        turn_index=index,
+        content=content if content is not None else f"message {index}: " + "lorem ipsum " * (index % 25),
+        model=None if index == 0 else "tiny-model",
+        completion_tokens=None if index == 0 else 10 + index % 7,
+        latency_ms=None if index == 0 else 250.0,
+        finish_reason=None if index == 0 else "stop",
+    )
+
+
+def chain(count: int) -> list[NodeRecord]:
+    nodes: list[NodeRecord] = []
+    for i in range(count):
+        nodes.append(make_node(i, nodes[-1].id if nodes else None))
+    return nodes
+
+
+def _fill(conn: Connection) -> None:
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    sql = conn.exec_driver_sql
+    sql("INSERT INTO experiment (id, name, created_at) VALUES ('E', 'adhoc', ?)", (now,))
+    sql(
+        "INSERT INTO condition (id, experiment_id, name, template, model_a, model_b, settings, created_at) "
+        "VALUES ('C', 'E', 'c', 't', 'm', 'm', '{}', ?)",
+        (now,),
+    )
+    sql("INSERT INTO prompt_template (hash, kind, name, source, created_at) VALUES ('T', 'k', 'n', 's', ?)", (now,))
+    sql("INSERT INTO prompt (hash, template_hash, text, variables, created_at) VALUES ('P', 'T', 'p', '{}', ?)", (now,))
+    sql(
+        "INSERT INTO dialogue (id, condition_id, replicate, status, first_speaker, max_turns, model_a, model_b, "
+        "system_prompt_a, system_prompt_b, opening_prompt, settings, created_at, updated_at) "
+        "VALUES (?, 'C', 0, 'completed', 'A', ?, 'm', 'm', 'P', 'P', 'P', '{}', ?, ?)",
+        (DIALOGUE, TURNS, now, now),
+    )
+    nodes = chain(TURNS + 1)
+    # A side node off the path must not appear in the transcript.
+    side = NodeRecord(
+        id="S" * 26, dialogue_id=DIALOGUE, parent_id=nodes[5].id, speaker="A", kind="report", turn_index=6, content="x"
+    )
+    writes.insert_nodes(conn, [*nodes, side])
+    sql("UPDATE dialogue SET head_node_id = ? WHERE id = ?", (nodes[-1].id, DIALOGUE))
+
+
+@pytest.fixture(scope="module")
+def big_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    path: Path = tmp_path_factory.mktemp("transcript") / "big.db"
+    database = Database.open(path)
+    database.write(_fill)
+    yield database
+    database.close()
+
+
+class CountingSource:
+    """A read-only source wrapper that records every page request."""
+
+    def __init__(self, inner: SqlitePathSource | ListSource) -> None:
+        self.inner = inner
+        self.calls: list[tuple[int, int]] = []
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def page(self, start: int, stop: int) -> list[NodeRecord]:
+        self.calls.append((start, stop))
+        return self.inner.page(start, stop)
+
+
+class Host(App[None]):
+    def __init__(self, source: SqlitePathSource | ListSource | CountingSource) -> None:
+        super().__init__()
+        self.source = source
+        self.selected: list[tuple[int, str]] = []
+
+    def compose(self) -> ComposeResult:
+        yield TranscriptView(self.source)
+
+    def on_transcript_view_node_selected(self, message: TranscriptView.NodeSelected) -> None:
+        self.selected.append((message.index, message.node.id))
+
+
+def screen_text(view: TranscriptView) -> str:
+    return "\n".join(view.render_line(y).text for y in range(view.scrollable_content_region.height))
+
+
+def test_sqlite_source_pages_and_bounds(big_db: Database) -> None:
+    source = SqlitePathSource(big_db, DIALOGUE, page_size=10, max_pages=3)
+    assert len(source) == TURNS + 1
+    assert source.rows_loaded == 0
+    assert [n.turn_index for n in source.page(8, 13)] == [8, 9, 10, 11, 12]
+    assert source.rows_loaded == 20
+    source.page(8, 13)
+    assert source.rows_loaded == 20  # both pages came from the LRU
+    for start in range(0, 200, 10):
+        source.page(start, start + 10)
+    assert source.cached_nodes <= 30
+    assert source.page(TURNS - 1, TURNS + 5)[-1].turn_index == TURNS
+    branch = SqlitePathSource(big_db, DIALOGUE, leaf_id=f"N{3:025d}")
+    assert [n.content.split(":")[0] for n in branch.page(0, 10)] == [f"message {i}" for i in range(4)]
+
+
+def test_sqlite_source_append_before_commit(big_db: Database) -> None:
+    source = SqlitePathSource(big_db, DIALOGUE, page_size=10, max_pages=2)
+    extra = make_node(TURNS + 1, f"N{TURNS:025d}", content="not stored yet")
+    source.append(extra)
+    assert len(source) == TURNS + 2
+    assert source.page(TURNS + 1, TURNS + 2) == [extra]
+
+
+async def test_opens_10k_turns_fast_loading_only_the_visible_page(big_db: Database) -> None:
+    started = time.perf_counter()
+    inner = SqlitePathSource(big_db, DIALOGUE)
+    source = CountingSource(inner)
+    app = Host(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        elapsed = time.perf_counter() - started
+        view = app.query_one(TranscriptView)
+        assert elapsed < 2.0
+        assert view.node_count == TURNS + 1
+        assert source.calls == [(0, 32)]  # one widget page: the screen shows about five turns
+        assert inner.rows_loaded == inner.page_size  # one SQLite page, not 10,001 rows
+        # (c) the top of the screen is the opening, by the researcher, then its text.
+        assert view.render_line(0).text.lstrip().startswith("researcher  opening")
+        assert "message 0:" in view.render_line(1).text
+        assert "message 1:" in screen_text(view)
+
+
+async def test_scrolling_loads_on_demand_with_bounded_memory(big_db: Database) -> None:
+    inner = SqlitePathSource(big_db, DIALOGUE)
+    source = CountingSource(inner)
+    app = Host(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        view = app.query_one(TranscriptView)
+        await pilot.pause()
+        view.focus()
+        await pilot.press("end")
+        await pilot.pause()
+        assert f"message {TURNS}:" in screen_text(view)
+        assert round(view.scroll_y) == view.max_scroll_y
+        assert any(start >= TURNS - 32 for start, _ in source.calls)
+        loaded_at_end = inner.rows_loaded
+        assert loaded_at_end <= 4 * 64
+        for step in range(1, 40):
+            view.scroll_to(y=view.max_scroll_y * step // 40, animate=False)
+            await pilot.pause()
+        assert inner.cached_nodes <= inner.max_pages * inner.page_size
+        assert view.rendered_nodes <= 512
+        await pilot.press("home")
+        await pilot.pause()
+        assert view.render_line(0).text.lstrip().startswith("researcher  opening")
+        assert "message 0:" in view.render_line(1).text
+
+
+async def test_wrapping_follows_the_width() -> None:
+    long = "word " * 60
+    nodes = [make_node(0, None, content=long), make_node(1, "N" + "0" * 25, content="short")]
+    app = Host(ListSource(nodes))
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(TranscriptView)
+        await pilot.pause()
+        wide = view.node_line(1)
+        assert all(len(view.render_line(y).text.rstrip()) <= 100 for y in range(wide))
+        await pilot.resize_terminal(40, 24)
+        await pilot.pause()
+        narrow = view.node_line(1)
+        assert narrow > wide
+        assert all(len(view.render_line(y).text.rstrip()) <= 40 for y in range(narrow))
+        assert "short" in screen_text(view) or narrow >= 24
+
+
+async def test_append_follows_only_at_the_bottom() -> None:
+    source = ListSource(chain(40))
+    app = Host(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        view = app.query_one(TranscriptView)
+        await pilot.pause()
+        view.action_scroll_end()
+        await pilot.pause()
+        assert view.following
+        view.append_node(make_node(40, f"N{39:025d}", content="the newest turn"))
+        await pilot.pause()
+        assert round(view.scroll_y) == view.max_scroll_y
+        assert "the newest turn" in screen_text(view)
+        view.set_streaming_text("B", "tokens arriving")
+        await pilot.pause()
+        assert "tokens arriving" in screen_text(view)
+        view.action_scroll_home()
+        await pilot.pause()
+        view.append_node(make_node(41, f"N{40:025d}", content="unseen turn"))
+        await pilot.pause()
+        assert round(view.scroll_y) == 0
+        assert "unseen turn" not in screen_text(view)
+        assert "tokens arriving" not in screen_text(view)  # the completed turn replaced it
+        assert view.node_count == len(source) == 42
+
+
+async def test_cursor_keys_select_nodes() -> None:
+    app = Host(ListSource(chain(60)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        view = app.query_one(TranscriptView)
+        view.focus()
+        await pilot.pause()
+        await pilot.press("down")
+        await pilot.press("j", "j")
+        await pilot.press("k")
+        await pilot.pause()
+        assert view.cursor == 1
+        assert [index for index, _ in app.selected] == [0, 1, 2, 1]
+        assert app.selected[-1][1] == f"N{1:025d}"
+        assert view.render_line(view.node_line(1) - round(view.scroll_y)).text.startswith("▌")
+        for _ in range(30):
+            await pilot.press("j")
+        await pilot.pause()
+        assert view.cursor == 31
+        top = round(view.scroll_y)
+        assert top <= view.node_line(31) < top + view.scrollable_content_region.height
