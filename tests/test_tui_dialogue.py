@@ -4,6 +4,12 @@ dialogue opens with its predictions."""
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -105,3 +111,80 @@ async def test_a_stored_dialogue_opens_with_its_predictions(tmp_path: Path) -> N
         transcript.select_node(3)
         await pilot.pause()
         assert "predicted by" in str(stored.query_one("#predictions", Static).render())
+
+
+WATCHED_SPEC = """\
+name = "watched"
+replicates = 1
+max_turns = 40
+seed = 2
+model_a = "scripted"
+
+[prediction]
+
+[[conditions]]
+template = "clone-aware"
+"""
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_watched_batch(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, str]:
+    """A batch in another process (the crash-test driver: scripted turns of 30-80 ms), and the
+    id of its dialogue once the plan is stored."""
+    spec, db = tmp_path / "watched.toml", tmp_path / "r.db"
+    spec.write_text(WATCHED_SPEC)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.crash.driver", str(spec), "--db", str(db)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                with closing(sqlite3.connect(db)) as conn:
+                    row = conn.execute("SELECT id FROM dialogue").fetchone()
+                if row:
+                    return proc, db, str(row[0])
+            except sqlite3.OperationalError:
+                pass  # the schema is still being created
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the batch never stored its plan")
+
+
+async def test_a_dialogue_another_process_is_running_updates_live(tmp_path: Path) -> None:
+    """The batch writes the dialogue the screen shows; its turns and predictions appear as they
+    are committed."""
+    proc, db, dialogue_id = start_watched_batch(tmp_path)
+    try:
+        screen = DialogueScreen(db, dialogue_id=dialogue_id)
+        app = Host(screen)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            transcript = screen.query_one(TranscriptView)
+            at_open = transcript.node_count
+            deadline = time.monotonic() + 60
+            while transcript.node_count < 41 and time.monotonic() < deadline:
+                await pilot.pause(0.05)
+            assert transcript.node_count == 41, (at_open, transcript.node_count)
+            assert at_open < 41, "the batch finished before the screen opened: nothing was watched"
+            status = screen.query_one("#status", Static)
+            deadline = time.monotonic() + 10
+            while "completed" not in str(status.render()) and time.monotonic() < deadline:
+                await pilot.pause(0.05)
+            assert "completed" in str(status.render())
+            # Every turn the screen saw land came with its prediction, scored.
+            ids = [transcript.node_at(i).id for i in range(at_open, 41)]
+            assert all(i in screen.scored for i in ids)
+    finally:
+        reap(proc)
+
+
+def reap(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.wait(timeout=10)

@@ -24,10 +24,13 @@ from clonechat.engine.records import NodeRecord
 from clonechat.session import DialogueRequest
 from clonechat.store import reads
 from clonechat.store.database import Database
+from clonechat.tui.feed import DatabaseFeed
 from clonechat.tui.live import LiveDialogue, PathLoaded, ScoredPrediction, TurnScored, UiEvent, score_predictions
 from clonechat.tui.transcript_source import ListSource, SqlitePathSource
 from clonechat.tui.widgets.transcript import TranscriptView
 
+#: Seconds between checks for turns committed by another process (the feed's poll is one PRAGMA).
+WATCH_INTERVAL = 0.1
 SCORE_LABELS = {"chrf": "chrF", "token_f1": "token F1", "first_word": "first word", "length_bucket": "length"}
 
 
@@ -65,6 +68,7 @@ class DialogueScreen(Screen[None]):
         self.live: LiveDialogue | None = None
         self._stream = ""
         self._db: Database | None = None
+        self._stop_phrase: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -104,10 +108,43 @@ class DialogueScreen(Screen[None]):
     def _open_stored(self, dialogue_id: str) -> None:
         transcript = self.query_one(TranscriptView)
         dialogue = reads.resolve_dialogue(self.db, dialogue_id)
-        transcript.set_source(SqlitePathSource(self.db, dialogue.id))
+        # The feed opens before the history is read: a turn committed in between then shows up
+        # in both (and is dropped as already shown) rather than in neither.
+        feed = DatabaseFeed(self.db_path, node_filter=[dialogue.id])
+        source = SqlitePathSource(self.db, dialogue.id)
+        transcript.set_source(source)
         self.dialogue_id = dialogue.id
+        self._stop_phrase = dialogue.stop_phrase
         self._status(f"dialogue {dialogue.id} · {dialogue.status}")
         self._load_stored_predictions(dialogue.id, dialogue.stop_phrase)
+        self.run_worker(self._follow(feed, source), exclusive=True, group="feed", exit_on_error=False)
+
+    async def _follow(self, feed: DatabaseFeed, source: SqlitePathSource) -> None:
+        """Show turns another process (a batch) commits to this dialogue as they land."""
+        transcript = self.query_one(TranscriptView)
+        shown = set(source.ids)
+        pending: dict[str, list[NodeRecord]] = {}
+        try:
+            async for update in feed.watch(WATCH_INTERVAL):
+                for node in update.nodes:
+                    if node.kind == "prediction" and node.target_node_id:
+                        pending.setdefault(node.target_node_id, []).append(node)
+                    elif node.kind in ("opening", "turn") and node.id not in shown:
+                        last = source.ids[-1] if source.ids else None
+                        if node.parent_id == last:  # on the path shown (not another branch)
+                            shown.add(node.id)
+                            transcript.append_node(node)
+                for target in [t for t in pending if t in shown]:
+                    turn_node = source.page(source.ids.index(target), source.ids.index(target) + 1)[0]
+                    self.scored[target] = score_predictions(turn_node, tuple(pending.pop(target)), self._stop_phrase)
+                    if transcript.following:
+                        self._show_predictions(target)
+                for change in update.dialogues:
+                    if change.id == self.dialogue_id:
+                        reason = f" ({change.stop_reason})" if change.stop_reason else ""
+                        self._status(f"dialogue {change.id} · {change.status}{reason}")
+        finally:
+            feed.close()
 
     def _load_stored_predictions(self, dialogue_id: str, stop_phrase: str | None) -> None:
         side = [reads.node_record(n) for n in reads.side_nodes(self.db, dialogue_id) if n.kind == "prediction"]
