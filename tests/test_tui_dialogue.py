@@ -188,3 +188,28 @@ async def test_a_dialogue_another_process_is_running_updates_live(tmp_path: Path
 def reap(proc: subprocess.Popen[bytes]) -> None:
     proc.kill()
     proc.wait(timeout=10)
+
+
+async def test_the_app_opens_a_chosen_dialogue_and_comes_back(tmp_path: Path) -> None:
+    """Browser -> Enter -> the dialogue screen with its transcript -> Escape -> the browser."""
+    from clonechat.tui.app import ClonechatApp
+    from clonechat.tui.screens.browser import BrowserScreen
+
+    db = tmp_path / "r.db"
+    live = DialogueScreen(db, request=request(2))
+    host = Host(live)
+    async with host.run_test(size=(120, 40)):
+        await wait_for_workers(host)
+    app = ClonechatApp(db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        browser = app.screen
+        assert isinstance(browser, BrowserScreen)
+        while not browser.settled:
+            await pilot.pause(0.02)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, DialogueScreen)
+        assert app.screen.query_one(TranscriptView).node_count == 3
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is browser

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -19,12 +20,11 @@ from clonechat.measures import CoordinationOptions, MeasureOptions, PredictionOp
 from clonechat.registry import MODELS_ENV_VAR, Registry, load_registry, set_default_registry
 from clonechat.session import ADHOC_EXPERIMENT, DialogueRequest
 from clonechat.store import reads
-from clonechat.store.database import DB_ENV_VAR, DEFAULT_DB, Database
+from clonechat.store.database import DB_ENV_VAR, DEFAULT_DB, Database, default_db_path
 from clonechat.store.models import Node
 
 app = typer.Typer(
     help="Two instances of the same language model talking to each other, recorded for research.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -70,6 +70,19 @@ def _parse_vars(pairs: list[str]) -> dict[str, str]:
             raise ConfigError(f"--var expects NAME=VALUE (got {pair!r})")
         values[name.strip()] = value
     return values
+
+
+@app.callback(invoke_without_command=True)
+def _no_command(ctx: typer.Context) -> None:
+    # Bare `clonechat` opens the TUI in a terminal; piped or scripted, it prints the help as before.
+    if ctx.invoked_subcommand is not None:
+        return
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+    from clonechat.tui.app import run_tui
+
+    run_tui(default_db_path())
 
 
 @app.command()
@@ -416,6 +429,14 @@ def _print_side(console: Console, node: Node) -> None:
         label = "report to the researcher"
     console.print(f"  [{style}]{node.speaker}[/{style}] [dim]{escape(label)} · {node.id}[/dim]")
     console.print(f"  [dim]{escape(node.content)}[/dim]")
+
+
+@app.command()
+def tui(db: DbOption = DEFAULT_DB) -> None:
+    """Browse stored dialogues in a terminal UI (also what bare 'clonechat' opens)."""
+    from clonechat.tui.app import run_tui
+
+    run_tui(db)
 
 
 def main() -> None:

@@ -1,0 +1,202 @@
+"""What the dialogue browser shows, read from the run database. No Textual here.
+
+The browser calls these from a worker thread, so each call opens its own read-only SQLite
+connection and closes it again: nothing is shared between threads, nothing is ever written
+(the file stays byte-identical), and a batch writing in another process never waits on us.
+``Database.open`` is not used on purpose: it begins an ``IMMEDIATE`` transaction to migrate,
+which would queue the browser behind a busy writer and could upgrade a file the user only
+wanted to look at.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, exists, func
+from sqlalchemy import select as sa_select
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session, col, select
+
+from clonechat.errors import StoreError
+from clonechat.store import migrations
+from clonechat.store.database import BUSY_TIMEOUT_MS
+from clonechat.store.models import Condition, Dialogue, Experiment, Node
+from clonechat.store.reads import DialogueSummary
+
+#: Statuses in the order a researcher scans them: what is moving first, what went wrong last.
+STATUS_ORDER = ("running", "pending", "completed", "interrupted", "failed")
+DEFAULT_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class Facets:
+    """The values the browser's filters can take, as found in the database."""
+
+    experiments: tuple[str, ...] = ()
+    conditions_by_experiment: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    statuses: tuple[str, ...] = ()
+    #: Dialogues in the whole database: 0 means "nothing yet", not "nothing matches".
+    total: int = 0
+
+    def conditions(self, experiment: str | None = None) -> tuple[str, ...]:
+        """The condition names of one experiment, or of every experiment (sorted, unique)."""
+        if experiment is not None:
+            return self.conditions_by_experiment.get(experiment, ())
+        return tuple(sorted({c for names in self.conditions_by_experiment.values() for c in names}))
+
+
+def _readonly_engine(path: Path) -> Engine:
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    return create_engine(
+        "sqlite://",
+        creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000),
+        poolclass=NullPool,
+    )
+
+
+@contextmanager
+def _session(db_path: Path | str) -> Iterator[Session | None]:
+    """A read-only session on ``db_path``; ``None`` if there is no database yet (a fresh
+    checkout is an empty browser, not an error, and we must not create the file)."""
+    path = Path(db_path)
+    if path.is_dir():
+        raise StoreError(f"database path {path} is a directory")
+    if not path.exists():
+        yield None
+        return
+    engine = _readonly_engine(path)
+    try:
+        with Session(engine) as session:
+            try:
+                version = migrations.current_version(session.connection())
+            except sqlite3.DatabaseError as exc:  # pragma: no cover - sqlalchemy wraps these
+                raise StoreError(f"{path} is not a usable SQLite database: {exc}") from None
+            if version == 0:
+                if migrations.user_tables(session.connection()):
+                    raise StoreError(f"{path} is an SQLite database but not a clonechat one")
+                yield None
+                return
+            if version != migrations.SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path} has schema version {version}, this clonechat reads {migrations.SCHEMA_VERSION}: "
+                    f"run 'clonechat ls --db {path}' once to upgrade it"
+                    if version < migrations.SCHEMA_VERSION
+                    else f"{path} is newer than this clonechat understands: upgrade clonechat"
+                )
+            yield session
+    except StoreError:
+        raise
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", None) or exc)
+        raise StoreError(f"cannot read {path}: {reason}") from None
+    finally:
+        engine.dispose()
+
+
+def browse(
+    db_path: Path | str,
+    *,
+    experiment: str | None = None,
+    condition: str | None = None,
+    status: str | None = None,
+    text: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> list[DialogueSummary]:
+    """Dialogues matching every given filter, newest first, at most ``limit``.
+
+    ``text`` is a case-insensitive substring of any turn's content (SQL ``LIKE``, with ``%``
+    and ``_`` taken literally); blank text is no filter.
+    """
+    turn_count = (
+        select(func.count())
+        .where(col(Node.dialogue_id) == col(Dialogue.id), col(Node.kind) == "turn")
+        .correlate(Dialogue)
+        .scalar_subquery()
+    )
+    # Plain SQLAlchemy select: SQLModel's is typed for at most four columns.
+    query = (
+        sa_select(
+            col(Dialogue.id),
+            col(Experiment.name),
+            col(Condition.name),
+            col(Dialogue.replicate),
+            col(Dialogue.status),
+            col(Dialogue.stop_reason),
+            turn_count,
+            col(Dialogue.model_a),
+            col(Dialogue.model_b),
+            col(Dialogue.created_at),
+        )
+        .join(Condition, col(Condition.id) == col(Dialogue.condition_id))
+        .join(Experiment, col(Experiment.id) == col(Condition.experiment_id))
+        .order_by(col(Dialogue.id).desc())
+        .limit(limit)
+    )
+    if experiment is not None:
+        query = query.where(col(Experiment.name) == experiment)
+    if condition is not None:
+        query = query.where(col(Condition.name) == condition)
+    if status is not None:
+        query = query.where(col(Dialogue.status) == status)
+    if text is not None and text.strip():
+        query = query.where(
+            exists()
+            .where(
+                col(Node.dialogue_id) == col(Dialogue.id),
+                col(Node.kind) == "turn",
+                col(Node.content).contains(text.strip(), autoescape=True),
+            )
+            .correlate(Dialogue)
+        )
+    with _session(db_path) as session:
+        if session is None:
+            return []
+        rows = session.connection().execute(query).all()
+    return [
+        DialogueSummary(
+            id=id_,
+            experiment=exp_name,
+            condition=cond_name,
+            replicate=replicate,
+            status=status_,
+            stop_reason=stop_reason,
+            turns=int(turns),
+            model_a=model_a,
+            model_b=model_b,
+            created_at=created_at,
+        )
+        for id_, exp_name, cond_name, replicate, status_, stop_reason, turns, model_a, model_b, created_at in rows
+    ]
+
+
+def _status_key(status: str) -> tuple[int, str]:
+    return (STATUS_ORDER.index(status) if status in STATUS_ORDER else len(STATUS_ORDER), status)
+
+
+def facets(db_path: Path | str) -> Facets:
+    """Experiments, their conditions and the statuses that have at least one dialogue."""
+    pairs_query = (
+        select(Experiment.name, Condition.name)
+        .join(Condition, col(Condition.experiment_id) == col(Experiment.id))
+        .where(exists().where(col(Dialogue.condition_id) == col(Condition.id)).correlate(Condition))
+        .distinct()
+    )
+    status_query = select(Dialogue.status, func.count()).group_by(col(Dialogue.status))
+    with _session(db_path) as session:
+        if session is None:
+            return Facets()
+        pairs = session.exec(pairs_query).all()
+        counts = session.exec(status_query).all()
+    by_experiment: dict[str, list[str]] = {}
+    for exp_name, cond_name in pairs:
+        by_experiment.setdefault(exp_name, []).append(cond_name)
+    return Facets(
+        experiments=tuple(sorted(by_experiment)),
+        conditions_by_experiment={name: tuple(sorted(conds)) for name, conds in sorted(by_experiment.items())},
+        statuses=tuple(sorted((status for status, _ in counts), key=_status_key)),
+        total=sum(int(n) for _, n in counts),
+    )
