@@ -213,3 +213,25 @@ async def test_the_app_opens_a_chosen_dialogue_and_comes_back(tmp_path: Path) ->
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is browser
+
+
+async def test_a_new_dialogue_started_from_the_browser_is_listed_on_return(tmp_path: Path) -> None:
+    from textual.widgets import DataTable
+
+    from clonechat.tui.app import ClonechatApp
+    from clonechat.tui.screens.browser import BrowserScreen
+
+    app = ClonechatApp(tmp_path / "r.db")
+    async with app.run_test(size=(120, 40)) as pilot:
+        browser = app.screen
+        assert isinstance(browser, BrowserScreen)
+        while not browser.settled:
+            await pilot.pause(0.02)
+        app.push_screen(DialogueScreen(tmp_path / "r.db", request=request(2)))
+        await pilot.pause()
+        await wait_for_workers(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        while not browser.settled:
+            await pilot.pause(0.02)
+        assert browser.query_one("#dialogues", DataTable).row_count == 1

@@ -276,6 +276,11 @@ class BrowserScreen(Screen[None]):
     def action_refresh(self) -> None:
         self.reload(refresh_facets=True)
 
+    def on_screen_resume(self) -> None:
+        """Back from a dialogue (which may have added one, or changed statuses): reload."""
+        if self.is_mounted and self.query("#dialogues"):
+            self.reload(refresh_facets=True)
+
     def action_new_dialogue(self) -> None:
         self.post_message(self.NewDialogueRequested())
 
