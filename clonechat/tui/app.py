@@ -8,20 +8,26 @@ messages, so they stay testable alone and the app decides which screen comes nex
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import on
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.notifications import SeverityLevel
+from textual.screen import Screen
 from textual.widgets import HelpPanel
 
 from clonechat.measures import MeasureOptions, PredictionOptions
 from clonechat.session import DialogueRequest
+from clonechat.tui import data
+from clonechat.tui.batch_launch import run_batch
 from clonechat.tui.screens import HasPaletteCommands, PaletteCommand
 from clonechat.tui.screens.browser import BrowserScreen
 from clonechat.tui.screens.dialogue import DialogueScreen
+from clonechat.tui.screens.spec_prompt import SpecPrompt
 
 
 class ScreenCommands(Provider):
@@ -53,6 +59,8 @@ class ClonechatApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("question_mark", "toggle_help_panel", "Keys", key_display="?"),
         Binding("f1", "toggle_help_panel", "Keys", show=False),
+        Binding("S", "scores", "Scores"),
+        Binding("B", "batch", "Run batch"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -60,6 +68,67 @@ class ClonechatApp(App[None]):
         super().__init__()
         self.db_path = Path(db_path)
         self.sub_title = str(db_path)
+        #: Batches started from here and still running (their child processes).
+        self.batches_running = 0
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Run a batch from a spec...", "Start clonechat batch in another process", self.action_batch)
+        yield SystemCommand("Scores", "Prediction accuracy by turn and coordination results", self.action_scores)
+
+    # -- scores ------------------------------------------------------------------------------
+
+    def _experiment_in_view(self) -> tuple[str | None, str | None]:
+        """The experiment (and dialogue) the user is looking at: the open dialogue's, else the
+        browser's experiment filter, else the highlighted row's."""
+        screen = self.screen
+        if isinstance(screen, DialogueScreen) and screen.dialogue_id is not None:
+            return data.experiment_of(self.db_path, screen.dialogue_id), screen.dialogue_id
+        if isinstance(screen, BrowserScreen):
+            query = screen.current_query()
+            if query.experiment:
+                return query.experiment, None
+            highlighted = screen.highlighted_id()
+            row = next((r for r in screen.rows if r.id == highlighted), None)
+            return (row.experiment if row else None), None
+        return None, None
+
+    def action_scores(self) -> None:
+        from clonechat.tui.screens.scores import ScoresScreen
+
+        experiment, dialogue_id = self._experiment_in_view()
+        if experiment is None:
+            self.notify("Choose a dialogue or an experiment first", title="Scores", severity="warning")
+            return
+        self.push_screen(ScoresScreen(self.db_path, experiment=experiment, dialogue_id=dialogue_id))
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def action_batch(self) -> None:
+        self.push_screen(SpecPrompt(), self._start_batch)
+
+    def _start_batch(self, spec: Path | None) -> None:
+        if spec is None:
+            return
+        self.batches_running += 1
+        self.notify(f"{spec} started in another process; its dialogues appear as they are stored", title="Batch")
+        self.run_worker(self._run_batch(spec), group="batch", exit_on_error=False)
+
+    async def _run_batch(self, spec: Path) -> None:
+        refresher = self.set_interval(2.0, self._refresh_browser)
+        try:
+            result = await run_batch(spec, self.db_path)
+        finally:
+            refresher.stop()
+            self.batches_running -= 1
+        severity: SeverityLevel = "information" if result.exit_code == 0 else "error"
+        self.notify(result.headline, title=f"Batch {spec.name} finished", severity=severity, timeout=10)
+        self._refresh_browser()
+
+    def _refresh_browser(self) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, BrowserScreen) and screen.is_mounted:
+                screen.reload(refresh_facets=True)
 
     def on_mount(self) -> None:
         self.push_screen(BrowserScreen(self.db_path))

@@ -200,3 +200,17 @@ def facets(db_path: Path | str) -> Facets:
         statuses=tuple(sorted((status for status, _ in counts), key=_status_key)),
         total=sum(int(n) for _, n in counts),
     )
+
+
+def experiment_of(db_path: Path | str, dialogue_id: str) -> str | None:
+    """The name of the experiment a dialogue belongs to (``None`` if there is no such dialogue)."""
+    with _session(db_path) as session:
+        if session is None:
+            return None
+        row = session.exec(
+            select(Experiment.name)
+            .join(Condition, col(Condition.experiment_id) == col(Experiment.id))
+            .join(Dialogue, col(Dialogue.condition_id) == col(Condition.id))
+            .where(col(Dialogue.id) == dialogue_id)
+        ).first()
+    return None if row is None else str(row)

@@ -1,0 +1,72 @@
+"""App-level actions with Pilot: running a batch from a spec (in another process, validated
+first) and opening the scores of what is in view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input, Static
+
+from clonechat.tui.app import ClonechatApp
+from clonechat.tui.screens.browser import BrowserScreen
+from clonechat.tui.screens.spec_prompt import SpecPrompt
+
+pytestmark = pytest.mark.anyio
+
+SPEC = """\
+name = "from-tui"
+replicates = 2
+max_turns = 3
+seed = 4
+model_a = "scripted"
+
+[prediction]
+
+[[conditions]]
+template = "clone-aware"
+"""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # Textual runs on asyncio
+
+
+async def settle(pilot: object, browser: BrowserScreen) -> None:
+    while not browser.settled:
+        await pilot.pause(0.02)  # type: ignore[attr-defined]
+
+
+async def test_a_batch_started_from_the_app_runs_in_another_process_and_lists_its_dialogues(tmp_path: Path) -> None:
+    spec, bad = tmp_path / "from-tui.toml", tmp_path / "bad.toml"
+    spec.write_text(SPEC)
+    bad.write_text(SPEC.replace("max_turns = 3", "max_turns = 0"))
+    app = ClonechatApp(tmp_path / "r.db")
+    async with app.run_test(size=(120, 40)) as pilot:
+        browser = app.screen
+        assert isinstance(browser, BrowserScreen)
+        await settle(pilot, browser)
+        await pilot.press("B")
+        await pilot.pause()
+        prompt = app.screen
+        assert isinstance(prompt, SpecPrompt)
+        field = prompt.query_one(Input)
+        field.value = str(bad)
+        await pilot.press("enter")
+        await pilot.pause()
+        # A bad spec keeps the dialog open with the spec's one-line error; nothing starts.
+        assert app.screen is prompt
+        assert "max_turns" in str(prompt.query_one("#error", Static).render())
+        assert app.batches_running == 0
+        field.value = str(spec)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen is browser
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await settle(pilot, browser)
+        assert browser.query_one("#dialogues", DataTable).row_count == 2
+        assert app.batches_running == 0
+        messages = [n.message for n in app._notifications]
+        assert any("experiment from-tui: 2 dialogues (2 completed)" in m for m in messages), messages
