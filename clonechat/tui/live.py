@@ -7,7 +7,7 @@ same controller can drive any front end and is tested without a screen.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import anyio
@@ -15,6 +15,7 @@ import anyio
 from clonechat.engine.dialogue import DialogueOutcome, run_dialogue
 from clonechat.engine.events import Event, NodeCompleted, fan_out
 from clonechat.engine.records import NodeRecord, new_id, utcnow
+from clonechat.errors import ConfigError
 from clonechat.registry import ProviderPool
 from clonechat.scoring.registry import get_text_scorer
 from clonechat.session import DialogueRequest, PreparedDialogue, load_dialogue, prepare_dialogue
@@ -80,11 +81,20 @@ class LiveDialogue:
     async def start(self, request: DialogueRequest) -> DialogueOutcome:
         return await self._run(lambda writer, pool: prepare_dialogue(writer, request, pool))
 
-    async def resume(self, dialogue_id: str, leaf_id: str | None = None) -> DialogueOutcome:
-        """Continue a stored dialogue from its head, or from ``leaf_id`` (a branch)."""
+    async def resume(
+        self, dialogue_id: str, leaf_id: str | None = None, params: Mapping[str, float | int] | None = None
+    ) -> DialogueOutcome:
+        """Continue a stored dialogue from its head, or from ``leaf_id`` (a branch).
+
+        ``params`` overrides generation parameters (temperature, max_tokens, ...) of both agents
+        for this continuation only: a researcher forking a branch "hotter" must not change the
+        dialogue's stored settings, and the engine records the parameters each new turn was
+        generated with on the turn itself, so the override stays visible in the data.
+        """
 
         async def prepare(_writer: StoreWriter, pool: ProviderPool) -> PreparedDialogue:
-            return load_dialogue(self.db, dialogue_id, pool, leaf_id=leaf_id)
+            prepared = load_dialogue(self.db, dialogue_id, pool, leaf_id=leaf_id)
+            return with_params(prepared, params) if params else prepared
 
         return await self._run(prepare)
 
@@ -111,6 +121,15 @@ class LiveDialogue:
         finally:
             with anyio.CancelScope(shield=True):
                 await pool.aclose()
+
+
+def with_params(prepared: PreparedDialogue, params: Mapping[str, float | int]) -> PreparedDialogue:
+    """``prepared`` with ``params`` applied over both agents' generation parameters."""
+    try:
+        agents = tuple(replace(a, params=replace(a.params, **params)) for a in prepared.agents)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise ConfigError(f"unknown generation parameter: {exc}") from None
+    return replace(prepared, agents=(agents[0], agents[1]))
 
 
 async def fork_with_edit(db: Database, node_id: str, content: str) -> NodeRecord:

@@ -1,0 +1,274 @@
+"""What the scores screen shows, read from the run database. No Textual here.
+
+The figures come from the same loader as ``clonechat report`` (``load_report_data``), so the TUI
+and the report never disagree about which scorer version or which shuffled baseline a value
+uses. The loader takes a :class:`Database`, but ``Database.open`` begins an ``IMMEDIATE``
+transaction to migrate (it would queue behind a busy batch and could upgrade a file the user only
+wanted to look at), so a :class:`Database` is built here around a read-only engine instead,
+after the same schema checks the browser makes. Every call opens and closes its own connection:
+the screen calls these from worker threads.
+
+Nothing is scored here: if the predictions have no scores yet the answer says so
+(:attr:`Accuracy.scored` is False) and the screen tells the user to run ``clonechat score``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.pool import NullPool
+
+from clonechat.analysis.data import ReportData
+from clonechat.analysis.load import experiment_id, load_report_data
+from clonechat.analysis.stats import chance_match_rate
+from clonechat.errors import NotFoundError, StoreError
+from clonechat.scoring.runner import SHUFFLED_SUFFIX
+from clonechat.store import migrations
+from clonechat.store.database import BUSY_TIMEOUT_MS, Database
+
+DEFAULT_SCORER = "chrf"
+#: The order the scorer picker lists scorers in (most informative first); others follow by name.
+SCORER_ORDER = ("chrf", "token_f1", "first_word", "length_bucket", "asks_question", "ends_dialogue", "surprisal")
+#: Coordination phases in the order they happen.
+PHASE_ORDER = ("before", "after")
+
+_PREDICTIONS = """
+SELECT count(*) FROM node n
+JOIN dialogue d ON d.id = n.dialogue_id
+JOIN condition c ON c.id = d.condition_id
+WHERE c.experiment_id = :experiment AND n.kind = 'prediction' {dialogue}
+"""
+
+_SCORERS = """
+SELECT DISTINCT s.scorer FROM score s
+JOIN node n ON n.id = s.node_id
+JOIN dialogue d ON d.id = n.dialogue_id
+JOIN condition c ON c.id = d.condition_id
+WHERE c.experiment_id = :experiment AND n.kind = 'prediction' AND s.value IS NOT NULL {dialogue}
+"""
+
+_DIALOGUE_EXPERIMENT = """
+SELECT e.name FROM dialogue d
+JOIN condition c ON c.id = d.condition_id
+JOIN experiment e ON e.id = c.experiment_id
+WHERE d.id = :dialogue
+"""
+
+
+@dataclass(frozen=True)
+class TurnPoint:
+    """One prediction's score in one dialogue, beside its shuffled baseline."""
+
+    turn_index: int
+    variant: str
+    value: float
+    baseline: float | None
+
+
+class TurnMean(NamedTuple):
+    """The mean score of the predictions of one turn (over dialogues), and how many there were."""
+
+    turn_index: int
+    mean: float
+    n: int
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Prediction accuracy by turn for one scorer, per condition and variant.
+
+    ``scored`` is False when there are predictions but none has a score yet: a chart of nothing
+    would read as "no effect", so the screen says "not scored yet" instead.
+    """
+
+    scorer: str
+    #: condition -> variant -> mean score per turn.
+    series: dict[str, dict[str, list[TurnMean]]] = field(default_factory=dict)
+    #: condition -> mean shuffled-control score per turn (all variants together).
+    baseline: dict[str, list[TurnMean]] = field(default_factory=dict)
+    #: Scorers with at least one value here (shuffled controls left out), in :data:`SCORER_ORDER`.
+    scorers: tuple[str, ...] = ()
+    #: Prediction nodes in scope (scored or not).
+    predictions: int = 0
+
+    @property
+    def scored(self) -> bool:
+        return bool(self.scorers)
+
+
+@dataclass(frozen=True)
+class CoordinationRow:
+    """Match rate of one coordination question against the chance rate of its pooled answers."""
+
+    condition: str
+    task: str
+    phase: str
+    pairs: int
+    match_rate: float
+    chance: float | None
+
+
+def order_scorers(names: Iterable[str]) -> tuple[str, ...]:
+    """Scorer names (controls left out) in the picker's order: known ones first, then by name."""
+    wanted = {name for name in names if not name.endswith(SHUFFLED_SUFFIX)}
+    known = [name for name in SCORER_ORDER if name in wanted]
+    return (*known, *sorted(wanted - set(known)))
+
+
+def _engine(path: Path) -> Engine:
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    return create_engine(
+        "sqlite://",
+        creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000),
+        poolclass=NullPool,
+    )
+
+
+@contextmanager
+def _database(db_path: Path | str) -> Iterator[Database]:
+    """A :class:`Database` whose engines are read-only (see the module docstring)."""
+    path = Path(db_path)
+    if not path.is_file():
+        raise StoreError(f"no database at {path}")
+    engine = _engine(path)
+    try:
+        with engine.connect() as conn:
+            version = migrations.current_version(conn)
+        if version != migrations.SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} has schema version {version}, this clonechat reads {migrations.SCHEMA_VERSION}: "
+                f"run 'clonechat ls --db {path}' once to upgrade it"
+            )
+        yield Database(path, engine, engine)
+    except (StoreError, NotFoundError):
+        raise
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", None) or exc)
+        raise StoreError(f"cannot read {path}: {reason}") from None
+    finally:
+        engine.dispose()
+
+
+def _scalar_rows(db: Database, sql: str, params: dict[str, str]) -> list[object]:
+    with db.session() as session:
+        return [row[0] for row in session.connection().execute(text(sql), params).all()]
+
+
+def _scope(db: Database, data: ReportData, dialogue_id: str | None) -> tuple[int, tuple[str, ...]]:
+    """Prediction count and available scorers for the experiment, or one dialogue of it."""
+    params = {"experiment": experiment_id(db, data.experiment)}
+    clause = ""
+    if dialogue_id is not None:
+        clause, params["dialogue"] = "AND n.dialogue_id = :dialogue", dialogue_id
+    count = _scalar_rows(db, _PREDICTIONS.format(dialogue=clause), params)[0]
+    names = _scalar_rows(db, _SCORERS.format(dialogue=clause), params)
+    return int(str(count)), order_scorers(str(name) for name in names)
+
+
+def _means(values: dict[int, list[float]]) -> list[TurnMean]:
+    return [TurnMean(turn, sum(v) / len(v), len(v)) for turn, v in sorted(values.items())]
+
+
+def _accuracy(db: Database, data: ReportData, scorer: str, dialogue_id: str | None) -> Accuracy:
+    by_series: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    by_baseline: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in data.predictions:
+        if row.scorer != scorer or (dialogue_id is not None and row.dialogue_id != dialogue_id):
+            continue
+        by_series[(row.condition, row.variant)][row.turn_index].append(row.value)
+        if row.baseline is not None:
+            by_baseline[row.condition][row.turn_index].append(row.baseline)
+    series: dict[str, dict[str, list[TurnMean]]] = {}
+    for (condition, variant), turns in sorted(by_series.items()):
+        series.setdefault(condition, {})[variant] = _means(turns)
+    baseline = {condition: _means(turns) for condition, turns in sorted(by_baseline.items())}
+    predictions, scorers = _scope(db, data, dialogue_id)
+    return Accuracy(scorer, series, baseline, scorers, predictions)
+
+
+def _coordination(data: ReportData, dialogue_id: str | None = None) -> list[CoordinationRow]:
+    groups: dict[tuple[str, str, str], list[tuple[str, str, bool]]] = defaultdict(list)
+    for pair in data.coordination:
+        if dialogue_id is None or pair.dialogue_id == dialogue_id:
+            groups[(pair.condition, pair.task, pair.phase)].append((pair.answer_a, pair.answer_b, pair.match))
+    conditions = [c.name for c in data.conditions]
+
+    def key(item: tuple[str, str, str]) -> tuple[int, str, int, str]:
+        condition, task, phase = item
+        rank = conditions.index(condition) if condition in conditions else len(conditions)
+        phase_rank = PHASE_ORDER.index(phase) if phase in PHASE_ORDER else len(PHASE_ORDER)
+        return rank, task, phase_rank, phase
+
+    rows = []
+    for condition, task, phase in sorted(groups, key=key):
+        pairs = groups[(condition, task, phase)]
+        answers = [a for a, _, _ in pairs] + [b for _, b, _ in pairs]
+        rate = sum(match for _, _, match in pairs) / len(pairs)
+        rows.append(CoordinationRow(condition, task, phase, len(pairs), rate, chance_match_rate(answers)))
+    return rows
+
+
+def _dialogue_experiment(db: Database, dialogue_id: str) -> str:
+    names = _scalar_rows(db, _DIALOGUE_EXPERIMENT, {"dialogue": dialogue_id})
+    if not names:
+        raise NotFoundError(f"no dialogue {dialogue_id} in {db.path}")
+    return str(names[0])
+
+
+def turn_accuracy(db_path: Path | str, dialogue_id: str, scorer: str = DEFAULT_SCORER) -> list[TurnPoint]:
+    """Every scored prediction of one dialogue for ``scorer``, by turn then variant."""
+    with _database(db_path) as db:
+        data = load_report_data(db, _dialogue_experiment(db, dialogue_id))
+    points = [
+        TurnPoint(row.turn_index, row.variant, row.value, row.baseline)
+        for row in data.predictions
+        if row.dialogue_id == dialogue_id and row.scorer == scorer
+    ]
+    return sorted(points, key=lambda p: (p.turn_index, p.variant))
+
+
+def condition_accuracy(db_path: Path | str, experiment: str, scorer: str = DEFAULT_SCORER) -> Accuracy:
+    """Mean ``scorer`` value per turn for each condition × variant, and each condition's
+    shuffled baseline per turn (means over dialogues)."""
+    with _database(db_path) as db:
+        data = load_report_data(db, experiment)
+        return _accuracy(db, data, scorer, None)
+
+
+def coordination_summary(db_path: Path | str, experiment: str) -> list[CoordinationRow]:
+    """Per condition, task and phase: how many answer pairs, how often they matched, and the
+    chance of a match between independent draws from the pooled answers."""
+    with _database(db_path) as db:
+        return _coordination(load_report_data(db, experiment))
+
+
+@dataclass(frozen=True)
+class ScoresView:
+    """Everything the screen shows, read in one go (one worker call, one connection)."""
+
+    experiment: str
+    dialogue_id: str | None
+    accuracy: Accuracy
+    coordination: list[CoordinationRow]
+
+
+def load_view(
+    db_path: Path | str, experiment: str | None, dialogue_id: str | None = None, scorer: str = DEFAULT_SCORER
+) -> ScoresView:
+    """The screen's data: for the experiment, or (with ``dialogue_id``) for that one dialogue,
+    whose experiment is found when ``experiment`` is None."""
+    with _database(db_path) as db:
+        name = experiment
+        if name is None:
+            if dialogue_id is None:
+                raise NotFoundError("no experiment or dialogue to show scores for")
+            name = _dialogue_experiment(db, dialogue_id)
+        data = load_report_data(db, name)
+        return ScoresView(name, dialogue_id, _accuracy(db, data, scorer, dialogue_id), _coordination(data, dialogue_id))
