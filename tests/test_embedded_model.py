@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import time
 
 import anyio
@@ -123,6 +125,53 @@ async def test_cancelling_mid_generation_stops_the_worker_promptly() -> None:
     await provider.aclose()
     assert seen, "tokens streamed before the cancel"
     assert elapsed < 2.0
+
+
+_NATIVE_CANCEL_SCRIPT = """
+import asyncio
+from clonechat.errors import ProviderError
+from clonechat.providers.base import ChatMessage, ChatRequest, GenerationParams
+from clonechat.providers.embedded import EmbeddedProvider
+
+async def main() -> None:
+    provider = EmbeddedProvider()
+    request = ChatRequest(
+        [ChatMessage("user", "Write a very long story about the sea.")],
+        GenerationParams(temperature=0.8, max_tokens=2000, seed=1),
+        cache_key="x",
+    )
+    streaming = asyncio.Event()
+
+    async def on_delta(text: str) -> None:
+        streaming.set()
+
+    task = asyncio.create_task(provider.generate(request, on_delta))
+    await streaming.wait()
+    task.cancel()  # native cancellation, as asyncio does to every task when its loop closes
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    await provider.aclose()  # the abandoned thread is still decoding here
+    try:
+        await provider.generate(request, on_delta)
+    except ProviderError as exc:
+        print("refused:", exc)
+    print("closed cleanly")
+
+asyncio.run(main())
+"""
+
+
+def test_closing_while_an_abandoned_generation_runs_does_not_crash() -> None:
+    """Textual cancels its workers natively on exit, which abandons the generating thread;
+    the provider must not free the model under it (that was a segfault)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _NATIVE_CANCEL_SCRIPT], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "refused: SmolLM2-135M-Instruct-Q4_1: the provider was closed" in result.stdout
+    assert result.stdout.strip().endswith("closed cleanly")
 
 
 def test_prompt_keeps_the_exact_tokens_the_model_generated() -> None:

@@ -19,6 +19,7 @@ import importlib.util
 import math
 import os
 import random
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -321,6 +322,12 @@ class EmbeddedProvider:
         self._scorer: _Context | None = None
         # One generation at a time: llama.cpp already uses every core for one.
         self._limiter = anyio.CapacityLimiter(1)
+        # Held by the worker thread for as long as it touches llama.cpp. The limiter alone is
+        # not enough: a task cancelled natively (asyncio cancels every task when its loop
+        # closes, as when a Textual app exits) stops waiting for its thread, which goes on
+        # decoding; freeing the model under it would crash the process.
+        self._busy = threading.Lock()
+        self._closing = threading.Event()
 
     def _context_for(self, key: str) -> _Context:
         """Runs in the worker thread, under the limiter."""
@@ -333,26 +340,49 @@ class EmbeddedProvider:
         self._contexts[key] = context
         return context
 
+    def _check_open(self) -> None:
+        if self._closing.is_set():
+            raise ProviderError(f"{self.model_name}: the provider was closed")
+
+    def _check_stop(self) -> None:
+        """Between tokens: stop if the provider is closing or the waiting task was cancelled."""
+        self._check_open()
+        anyio.from_thread.check_cancelled()
+
     def _generate_blocking(self, request: ChatRequest, on_delta: DeltaCallback, portal: BlockingPortal) -> Completion:
-        context = self._context_for(request.cache_key)
-        relay = _DeltaRelay(portal, on_delta)
-        try:
-            completion = context.generate(request, self.model_name, relay.emit, anyio.from_thread.check_cancelled)
-        except (ValueError, RuntimeError) as exc:  # llama.cpp reports decode failures this way
-            raise ProviderError(f"{self.model_name}: generation failed: {exc}") from exc
+        with self._busy:
+            self._check_open()
+            context = self._context_for(request.cache_key)
+            relay = _DeltaRelay(portal, on_delta)
+            try:
+                completion = context.generate(request, self.model_name, relay.emit, self._check_stop)
+            except (ValueError, RuntimeError) as exc:  # llama.cpp reports decode failures this way
+                raise ProviderError(f"{self.model_name}: generation failed: {exc}") from exc
         relay.finish()
         return completion
 
     async def generate(
         self, request: ChatRequest, on_delta: DeltaCallback, on_retry: RetryNotice | None = None
     ) -> Completion:
+        failure: ProviderError | None = None
         async with BlockingPortal() as portal:
-            completion = await anyio.to_thread.run_sync(
-                self._generate_blocking, request, on_delta, portal, limiter=self._limiter
-            )
+            try:
+                completion = await anyio.to_thread.run_sync(
+                    self._generate_blocking, request, on_delta, portal, limiter=self._limiter
+                )
+            except ProviderError as exc:
+                # Raised outside the portal's task group, which would wrap it in a group.
+                failure = exc
+        if failure is not None:
+            raise failure
         return completion
 
     def _score_blocking(self, messages: Sequence[ChatMessage], continuation: str) -> ContinuationLogprob:
+        with self._busy:
+            self._check_open()
+            return self._score_locked(messages, continuation)
+
+    def _score_locked(self, messages: Sequence[ChatMessage], continuation: str) -> ContinuationLogprob:
         if self._scorer is None:
             self._scorer = _Context(self.model_path, self._n_ctx, self._n_threads, logits_all=True)
         scorer = self._scorer
@@ -384,6 +414,26 @@ class EmbeddedProvider:
         return await anyio.to_thread.run_sync(self._score_blocking, messages, continuation, limiter=self._limiter)
 
     async def aclose(self) -> None:
+        """Free the llama.cpp contexts, never under a thread still using them.
+
+        If a generation abandoned by a cancelled task is still running, it is told to stop at
+        its next token and the contexts are freed by a (non-daemon) thread once it has, so
+        closing never blocks the event loop and the interpreter waits for the cleanup on exit.
+        """
+        self._closing.set()
+        if self._busy.acquire(blocking=False):
+            try:
+                self._free_contexts()
+            finally:
+                self._busy.release()
+        else:
+            threading.Thread(target=self._free_when_idle, name="clonechat-embedded-close").start()
+
+    def _free_when_idle(self) -> None:
+        with self._busy:
+            self._free_contexts()
+
+    def _free_contexts(self) -> None:
         contexts = list(self._contexts.values())
         self._contexts.clear()
         if self._scorer is not None:
