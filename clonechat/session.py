@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Connection
 
+from clonechat.branching import overrides_on
 from clonechat.engine.dialogue import DEFAULT_STOP_PHRASE, Agent, DialogueSettings, opening_node
 from clonechat.engine.records import AgentName, NodeRecord, new_id
 from clonechat.errors import ConfigError, TemplateError
@@ -325,18 +326,22 @@ def resume_dialogue(
         report_max_tokens=report_tokens,
     )
     stored = dialogue.settings
+    # A branch the researcher edited continues with the edit's overrides (see branching).
+    branch = overrides_on(path)
+    system_a = branch.system_prompts.get("A", dialogue.system_prompt_a)
+    system_b = branch.system_prompts.get("B", dialogue.system_prompt_b)
     agents = (
         Agent(
             "A",
             pool.get(spec_a),
-            prompts[dialogue.system_prompt_a],
-            GenerationParams(**stored.get("params_a", spec_a.defaults.as_dict())),
+            prompts[system_a],
+            branch.apply(GenerationParams(**stored.get("params_a", spec_a.defaults.as_dict()))),
         ),
         Agent(
             "B",
             pool.get(spec_b),
-            prompts[dialogue.system_prompt_b],
-            GenerationParams(**stored.get("params_b", spec_b.defaults.as_dict())),
+            prompts[system_b],
+            branch.apply(GenerationParams(**stored.get("params_b", spec_b.defaults.as_dict()))),
         ),
     )
     return PreparedDialogue(settings, agents, path, dialogue.replicate)
@@ -352,6 +357,7 @@ def load_dialogue(
         raise ConfigError(f"dialogue {dialogue.id} has no opening stored; it cannot be continued")
     path = [reads.node_record(node) for node in reads.path_to(db, leaf)]
     hashes = {dialogue.system_prompt_a, dialogue.system_prompt_b} | prompt_hashes(dialogue.settings.get("measures", {}))
+    hashes |= set(overrides_on(path).system_prompts.values())
     prompts = {h: reads.prompt_text(db, h) for h in hashes}
     done = reads.side_answers(db, [dialogue.id]).get(dialogue.id, set())
     return resume_dialogue(dialogue, path, prompts, pool, done=done)

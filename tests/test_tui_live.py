@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from clonechat.branching import fork_with_edit
 from clonechat.engine.events import NodeCompleted
 from clonechat.measures import MeasureOptions, PredictionOptions
 from clonechat.session import DialogueRequest
 from clonechat.store.database import Database
-from clonechat.tui.live import LiveDialogue, TurnScored, UiEvent, fork_with_edit
+from clonechat.tui.live import LiveDialogue, TurnScored, UiEvent
 
 pytestmark = pytest.mark.anyio
 

@@ -14,9 +14,11 @@ import pytest
 from textual.app import App
 from textual.widgets import Input, Static, TextArea
 
+from clonechat.branching import fork_with_edit
 from clonechat.session import DialogueRequest
+from clonechat.store import reads
 from clonechat.store.database import Database
-from clonechat.tui.live import LiveDialogue, UiEvent, fork_with_edit
+from clonechat.tui.live import LiveDialogue, UiEvent
 from clonechat.tui.screens.compare import CompareScreen
 from clonechat.tui.screens.dialogue import DialogueScreen
 from clonechat.tui.screens.fork import ForkScreen
@@ -165,9 +167,13 @@ async def test_fork_edits_and_continues_with_new_params(db: Database, db_path: P
         await pilot.pause()
         fork_screen = app.screen
         assert isinstance(fork_screen, ForkScreen)
-        area = fork_screen.query_one(TextArea)
+        area = fork_screen.query_one("#fork-text", TextArea)
         assert area.text == view.node_at(2).content
         area.text = "Edited by the researcher."
+        system_a = fork_screen.query_one("#fork-system-a", TextArea)
+        stored = reads.resolve_dialogue(db, live.dialogue_id).system_prompt_a
+        assert system_a.text == reads.prompt_text(db, stored)  # prefilled with what A ran with
+        system_a.text = "You are A, now told to be brief."
         fork_screen.query_one("#fork-temperature", Input).value = "1.3"
         fork_screen.query_one("#fork-max-tokens", Input).value = "77"
         await pilot.press("ctrl+s")
@@ -193,6 +199,12 @@ async def test_fork_edits_and_continues_with_new_params(db: Database, db_path: P
             " json_extract(params, '$.max_tokens') FROM node WHERE kind = 'turn' AND id IN (?, ?, ?)",
             shown[2:],
         ).fetchall()
+        overrides = conn.execute(
+            "SELECT p.text, json_extract(n.params, '$.system_prompt_b') FROM node n"
+            " JOIN prompt p ON p.hash = json_extract(n.params, '$.system_prompt_a') WHERE n.id = ?",
+            (shown[2],),
+        ).fetchone()
+    assert overrides == ("You are A, now told to be brief.", None)  # only the prompt that changed
     by_id = {r[0]: r for r in rows}
     edited = by_id[shown[2]]
     assert edited[1] == original[1] and edited[2] == "researcher-edit"  # a sibling of the original

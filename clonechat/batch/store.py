@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 from sqlmodel import col, select
 
 from clonechat.batch.spec import RUNTIME_KEYS, LoadedSpec
+from clonechat.branching import overrides_on
 from clonechat.engine.records import NodeRecord
 from clonechat.errors import ConfigError
 from clonechat.measures import prompt_hashes
@@ -171,14 +172,20 @@ def load_jobs(
         hashes |= {h for d, _ in rows for h in prompt_hashes(d.settings.get("measures", {}))}
         prompts = {p.hash: p.text for p in session.exec(select(Prompt).where(col(Prompt.hash).in_(hashes))).all()}
     done = reads.side_answers(db, [d.id for d, _ in rows])
-    jobs: list[DialogueJob] = []
-    for dialogue, condition in rows:
+    paths: dict[str, list[NodeRecord]] = {}
+    for dialogue, _ in rows:
         if dialogue.head_node_id is None:
             raise ConfigError(f"dialogue {dialogue.id} has no opening stored; it cannot be continued")
-        path = _path_to_head(dialogue.head_node_id, nodes)
-        prepared = resume_dialogue(dialogue, path, prompts, pool, registry, done.get(dialogue.id, ()))
-        jobs.append(DialogueJob(condition, prepared))
-    return jobs
+        paths[dialogue.id] = _path_to_head(dialogue.head_node_id, nodes)
+    # A researcher may have forked a dialogue with an edited system prompt (branching).
+    edited = {h for path in paths.values() for h in overrides_on(path).system_prompts.values()}
+    prompts |= {h: reads.prompt_text(db, h) for h in edited - prompts.keys()}
+    return [
+        DialogueJob(
+            condition, resume_dialogue(dialogue, paths[dialogue.id], prompts, pool, registry, done.get(dialogue.id, ()))
+        )
+        for dialogue, condition in rows
+    ]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.sqlite import insert
 from sqlmodel import col
 
 from clonechat.engine.records import CONVERSATION_KINDS, NodeRecord, new_id
-from clonechat.prompts import RenderedPrompt
+from clonechat.prompts import RenderedPrompt, content_hash
 from clonechat.store.models import Condition, Dialogue, Experiment, Prompt, PromptTemplate
 
 WriteFunction = Callable[[Connection], Any]
@@ -146,6 +146,24 @@ def insert_nodes(conn: Connection, nodes: list[NodeRecord]) -> None:
     if nodes:
         rows = [tuple(_sqlite_value(getattr(n, c)) for c in _NODE_COLUMNS) for n in nodes]
         conn.exec_driver_sql(_INSERT_NODES, rows)
+
+
+def store_edited_prompt(conn: Connection, text: str) -> str:
+    """Store a prompt the researcher wrote (a system prompt edited on a fork) once; return its
+    hash. It has no template file: its template row is the text itself, kind
+    ``researcher-edit``, so every prompt row still says where it came from."""
+    digest = content_hash(text)
+    conn.execute(
+        insert(PromptTemplate)
+        .values(hash=digest, kind="researcher-edit", name="system", source=text, created_at=_now())
+        .on_conflict_do_nothing()
+    )
+    conn.execute(
+        insert(Prompt)
+        .values(hash=digest, template_hash=digest, text=text, variables={}, created_at=_now())
+        .on_conflict_do_nothing()
+    )
+    return digest
 
 
 def insert_nodes_and_heads(conn: Connection, nodes: list[NodeRecord]) -> None:

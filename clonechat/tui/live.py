@@ -7,19 +7,17 @@ same controller can drive any front end and is tested without a screen.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import anyio
 
 from clonechat.engine.dialogue import DialogueOutcome, run_dialogue
 from clonechat.engine.events import Event, NodeCompleted, fan_out
-from clonechat.engine.records import NodeRecord, new_id, utcnow
-from clonechat.errors import ConfigError
+from clonechat.engine.records import NodeRecord
 from clonechat.registry import ProviderPool
 from clonechat.scoring.registry import get_text_scorer
 from clonechat.session import DialogueRequest, PreparedDialogue, load_dialogue, prepare_dialogue
-from clonechat.store import reads, writes
 from clonechat.store.database import Database
 from clonechat.store.recorder import Recorder
 from clonechat.store.writer import StoreWriter, open_writer
@@ -81,20 +79,12 @@ class LiveDialogue:
     async def start(self, request: DialogueRequest) -> DialogueOutcome:
         return await self._run(lambda writer, pool: prepare_dialogue(writer, request, pool))
 
-    async def resume(
-        self, dialogue_id: str, leaf_id: str | None = None, params: Mapping[str, float | int] | None = None
-    ) -> DialogueOutcome:
-        """Continue a stored dialogue from its head, or from ``leaf_id`` (a branch).
-
-        ``params`` overrides generation parameters (temperature, max_tokens, ...) of both agents
-        for this continuation only: a researcher forking a branch "hotter" must not change the
-        dialogue's stored settings, and the engine records the parameters each new turn was
-        generated with on the turn itself, so the override stays visible in the data.
-        """
+    async def resume(self, dialogue_id: str, leaf_id: str | None = None) -> DialogueOutcome:
+        """Continue a stored dialogue from its head, or from ``leaf_id`` (a branch). A branch
+        the researcher forked continues with the overrides stored on its edit (``branching``)."""
 
         async def prepare(_writer: StoreWriter, pool: ProviderPool) -> PreparedDialogue:
-            prepared = load_dialogue(self.db, dialogue_id, pool, leaf_id=leaf_id)
-            return with_params(prepared, params) if params else prepared
+            return load_dialogue(self.db, dialogue_id, pool, leaf_id=leaf_id)
 
         return await self._run(prepare)
 
@@ -121,37 +111,3 @@ class LiveDialogue:
         finally:
             with anyio.CancelScope(shield=True):
                 await pool.aclose()
-
-
-def with_params(prepared: PreparedDialogue, params: Mapping[str, float | int]) -> PreparedDialogue:
-    """``prepared`` with ``params`` applied over both agents' generation parameters."""
-    try:
-        agents = tuple(replace(a, params=replace(a.params, **params)) for a in prepared.agents)  # type: ignore[arg-type]
-    except TypeError as exc:
-        raise ConfigError(f"unknown generation parameter: {exc}") from None
-    return replace(prepared, agents=(agents[0], agents[1]))
-
-
-async def fork_with_edit(db: Database, node_id: str, content: str) -> NodeRecord:
-    """A new sibling of ``node_id`` holding ``content``: the researcher's edit of that message.
-    Continuing from it (``LiveDialogue.resume(..., leaf_id=fork.id)``) grows a new branch; the
-    original stays untouched. The edit is marked by ``model = "researcher-edit"``."""
-    original = reads.node_record(reads.path_to(db, node_id)[-1])
-    edited = replace(
-        original,
-        id=new_id(),
-        content=content,
-        model="researcher-edit",
-        params={},
-        prompt_tokens=None,
-        prompt_tokens_evaluated=None,
-        prompt_tokens_cached=None,
-        completion_tokens=None,
-        time_to_first_token_ms=None,
-        latency_ms=None,
-        finish_reason=None,
-        created_at=utcnow(),
-    )
-    async with open_writer(db) as writer:
-        await writer.call(lambda conn: writes.insert_nodes_and_heads(conn, [edited]))
-    return edited

@@ -22,6 +22,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from clonechat.branching import fork_with_edit, settings_at
 from clonechat.engine.events import DialogueEnded, NodeCompleted, TokenDelta, TurnStarted
 from clonechat.engine.records import NodeRecord
 from clonechat.session import DialogueRequest
@@ -35,7 +36,6 @@ from clonechat.tui.live import (
     ScoredPrediction,
     TurnScored,
     UiEvent,
-    fork_with_edit,
     score_predictions,
 )
 from clonechat.tui.screens import PaletteCommand
@@ -406,24 +406,27 @@ class DialogueScreen(Screen[None]):
             self.notify("the dialogue is running: stop it (s) before forking", timeout=3)
             return
         node = self.query_one(TranscriptView).node_at(index)
-        settings = reads.resolve_dialogue(self.db, self.dialogue_id).settings
-        params = settings.get("params_a") or settings.get("params_b") or {}
-        temperature = float(params.get("temperature", 0.8))
-        max_tokens = int(params.get("max_tokens", 200))
+        # What the conversation ran with at this message, edits above it included.
+        at_node = settings_at(self.db, node.id)
+        params = at_node["A"].params
+        prompts = {agent: s.system_prompt for agent, s in at_node.items()}
 
         def saved(edit: ForkEdit | None) -> None:
             if edit is not None:
                 self.run_worker(self._fork(node, edit), exclusive=True, group="dialogue", exit_on_error=False)
 
-        self.app.push_screen(ForkScreen(node, temperature, max_tokens), saved)
+        self.app.push_screen(ForkScreen(node, params.temperature, params.max_tokens, prompts), saved)
 
     async def _fork(self, node: NodeRecord, edit: ForkEdit) -> None:
         assert self.dialogue_id is not None
-        fork = await fork_with_edit(self.db, node.id, edit.content)
+        fork = await fork_with_edit(
+            self.db, node.id, edit.content, params=edit.params, system_prompts=edit.system_prompts
+        )
         self._add_to_tree(fork)
-        self._status(f"forked {node.id} as {fork.id}; continuing from the edit")
+        changed = f"; new system prompt for {' and '.join(edit.system_prompts)}" if edit.system_prompts else ""
+        self._status(f"forked {node.id} as {fork.id}{changed}; continuing from the edit")
         self.live = LiveDialogue(self.db, self._on_event)
-        await self.live.resume(self.dialogue_id, leaf_id=fork.id, params=edit.params)
+        await self.live.resume(self.dialogue_id, leaf_id=fork.id)
 
     def action_compare(self) -> None:
         """First ``v`` marks the branch shown as the left side; the second opens the comparison

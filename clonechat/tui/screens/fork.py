@@ -1,4 +1,5 @@
-"""The fork dialog: edit one message and the sampling parameters the conversation continues with.
+"""The fork dialog: edit one message, the system prompts and the sampling parameters the
+conversation continues with.
 
 Loom-style branching: the edit never overwrites the message, it becomes a sibling of it, and
 the dialogue grows a new branch from there; the original branch stays as it was. The screen
@@ -7,47 +8,58 @@ only collects the edit; the dialogue screen stores it and runs the continuation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from rich.markup import escape
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static, TextArea
+from textual.widgets import Button, Collapsible, Input, Label, Static, TextArea
 
-from clonechat.engine.records import NodeRecord
+from clonechat.engine.records import AgentName, NodeRecord
 
 
 @dataclass(frozen=True)
 class ForkEdit:
-    """What the researcher asked for: the message's new text and parameter overrides."""
+    """What the researcher asked for: the message's new text, parameter overrides, and the
+    system prompts changed from those in force at the message (only those)."""
 
     content: str
     params: dict[str, float | int]
+    system_prompts: dict[AgentName, str] = field(default_factory=dict)
 
 
 class ForkScreen(ModalScreen[ForkEdit | None]):
-    """Edit a message (prefilled) plus temperature and max_tokens (prefilled from the dialogue)."""
+    """Edit a message plus the system prompts, temperature and max_tokens, each prefilled with
+    what the conversation ran with at that message."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+s", "save", "Fork and continue"),
     ]
 
-    def __init__(self, node: NodeRecord, temperature: float, max_tokens: int) -> None:
+    def __init__(
+        self, node: NodeRecord, temperature: float, max_tokens: int, system_prompts: Mapping[AgentName, str]
+    ) -> None:
         super().__init__()
         self.node = node
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.system_prompts = dict(system_prompts)
 
     def compose(self) -> ComposeResult:
         label = "the opening" if self.node.kind == "opening" else f"turn {self.node.turn_index}"
-        with Vertical(id="fork-box"):
+        with VerticalScroll(id="fork-box"):
             yield Label(f"[b]Fork {escape(self.node.speaker)}'s {label}[/b]: the edit becomes a new branch")
             yield TextArea(self.node.content, id="fork-text")
+            with Collapsible(title="System prompts (for the turns after this one)", id="fork-system"):
+                for agent in ("A", "B"):
+                    yield Label(f"{agent}'s system prompt")
+                    yield TextArea(self.system_prompts.get(agent, ""), id=f"fork-system-{agent.lower()}")
             with Horizontal(id="fork-params"):
                 yield Label("temperature")
                 yield Input(str(self.temperature), type="number", id="fork-temperature")
@@ -75,7 +87,14 @@ class ForkScreen(ModalScreen[ForkEdit | None]):
             raise ValueError("temperature must be between 0 and 2")
         if max_tokens < 1:
             raise ValueError("max tokens must be at least 1")
-        return ForkEdit(content, {"temperature": temperature, "max_tokens": max_tokens})
+        changed: dict[AgentName, str] = {}
+        for agent in ("A", "B"):
+            text = self.query_one(f"#fork-system-{agent.lower()}", TextArea).text
+            if not text.strip():
+                raise ValueError(f"{agent}'s system prompt is empty")
+            if text != self.system_prompts.get(agent):
+                changed[agent] = text
+        return ForkEdit(content, {"temperature": temperature, "max_tokens": max_tokens}, changed)
 
     def action_save(self) -> None:
         try:
