@@ -1,6 +1,7 @@
 """The dialogue screen with Textual's Pilot: a live dialogue (scripted model) streams into the
-transcript, predictions appear beside their turn once it lands, stop is gentle, and a stored
-dialogue opens with its predictions."""
+transcript, predictions appear beside their turn once it lands, pause is gentle and resumes,
+stop abandons the turn being written (real model), and a stored dialogue opens with its
+predictions."""
 
 from __future__ import annotations
 
@@ -74,22 +75,54 @@ async def test_live_dialogue_streams_and_reveals_predictions_after_each_turn(tmp
         assert first_turn.id in screen.scored
 
 
-async def test_stop_is_gentle_and_continue_resumes(tmp_path: Path) -> None:
+async def test_pause_finishes_the_turn_and_p_again_resumes(tmp_path: Path) -> None:
     screen = DialogueScreen(tmp_path / "r.db", request=request(40))
     app = Host(screen)
     async with app.run_test(size=(120, 40)) as pilot:
         while screen.query_one(TranscriptView).node_count < 3:
             await pilot.pause(0.01)
-        await pilot.press("s")
+        await pilot.press("p")
         await wait_for_workers(app)
         await pilot.pause()
-        assert "interrupted (stopped)" in str(screen.query_one("#status", Static).render())
-        stopped_at = screen.query_one(TranscriptView).node_count
-        assert stopped_at < 41
-        await pilot.press("c")
+        assert "paused after" in str(screen.query_one("#status", Static).render())
+        paused_at = screen.query_one(TranscriptView).node_count
+        assert paused_at < 41
+        with closing(sqlite3.connect(tmp_path / "r.db")) as conn:
+            stored = conn.execute("SELECT status, stop_reason FROM dialogue").fetchone()
+            turns = conn.execute("SELECT COUNT(*) FROM node WHERE kind IN ('opening', 'turn')").fetchone()[0]
+        assert stored == ("interrupted", "stopped") and turns == paused_at
+        await pilot.press("p")
         await wait_for_workers(app)
         await pilot.pause()
         assert "completed" in str(screen.query_one("#status", Static).render())
+        assert screen.query_one(TranscriptView).node_count == 41
+
+
+@pytest.mark.model
+async def test_stop_abandons_the_turn_being_written_and_keeps_the_rest(tmp_path: Path) -> None:
+    """On the real embedded model, so the stop lands while tokens are streaming."""
+    db = tmp_path / "r.db"
+    live = DialogueRequest(model_a="local", max_turns=20, max_tokens=200, seed=3)
+    screen = DialogueScreen(db, request=live)
+    app = Host(screen)
+    async with app.run_test(size=(120, 40)) as pilot:
+        transcript = screen.query_one(TranscriptView)
+        deadline = time.monotonic() + 60
+        while not (transcript.node_count >= 2 and screen._stream) and time.monotonic() < deadline:
+            await pilot.pause(0.01)
+        assert screen._stream, "no turn was streaming"
+        await pilot.press("s")
+        await wait_for_workers(app)
+        await pilot.pause()
+        assert "interrupted (cancelled)" in str(screen.query_one("#status", Static).render())
+        shown = [transcript.node_at(i).content for i in range(transcript.node_count)]
+    with closing(sqlite3.connect(db)) as conn:
+        stored = conn.execute("SELECT status, stop_reason FROM dialogue").fetchone()
+        contents = [
+            r[0] for r in conn.execute("SELECT content FROM node WHERE kind IN ('opening', 'turn') ORDER BY turn_index")
+        ]
+    assert stored == ("interrupted", "cancelled")
+    assert contents == shown and len(contents) < 21  # every finished turn, and no partial one
 
 
 async def test_a_stored_dialogue_opens_with_its_predictions(tmp_path: Path) -> None:

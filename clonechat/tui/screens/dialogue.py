@@ -79,6 +79,7 @@ class DialogueScreen(Screen[None]):
 
     CSS_PATH = Path(__file__).parent.parent / "styles" / "dialogue.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("p", "pause", "Pause/resume"),
         Binding("s", "stop", "Stop"),
         Binding("c", "continue", "Continue"),
         Binding("left_square_bracket", "prev_sibling", "Prev branch", key_display="["),
@@ -112,6 +113,8 @@ class DialogueScreen(Screen[None]):
         self._live_leaf: str | None = None
         #: The leaf of the branch marked with ``v``, waiting for the second branch to compare.
         self._compare_left: str | None = None
+        #: Set by pause: the dialogue stops after the turn in flight and ``p`` continues it.
+        self._paused = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -242,7 +245,11 @@ class DialogueScreen(Screen[None]):
                 self._show_predictions(event.turn.id)
         elif isinstance(event, DialogueEnded):
             transcript.set_streaming_text(None)
-            self._status(f"dialogue {event.dialogue_id} {event.status} ({event.reason}) after {event.turns} turns")
+            if self._paused and event.reason == "stopped":
+                self._status(f"paused after {event.turns} turns · p or c continues")
+            else:
+                self._paused = False
+                self._status(f"dialogue {event.dialogue_id} {event.status} ({event.reason}) after {event.turns} turns")
 
     def _status(self, text: str) -> None:
         self._message = text
@@ -333,16 +340,39 @@ class DialogueScreen(Screen[None]):
 
     # -- actions -----------------------------------------------------------------------------
 
-    def action_stop(self) -> None:
-        """Gentle: the turn being written finishes and is stored; no new turn starts."""
-        if self.live is not None:
+    @property
+    def running(self) -> bool:
+        """Whether this screen is running the dialogue (rather than showing a stored one)."""
+        return any(w.group == "dialogue" and w.is_running for w in self.workers)
+
+    def action_pause(self) -> None:
+        """Pause: the turn being written finishes and is stored, and no new turn starts; pressed
+        again, the branch shown continues. Nothing is lost either way."""
+        if self.running and self.live is not None:
             self.live.stop()
-            self._status("stopping after this turn…")
+            self._paused = True
+            self._status("pausing after this turn…")
+        elif self._paused:
+            self.action_continue()
+
+    def action_stop(self) -> None:
+        """Stop now: the turn being written is abandoned (never stored, as a crash would leave
+        it) and the dialogue is recorded as interrupted; every finished turn is kept."""
+        if not self.running:
+            self.notify("the dialogue is not running here", timeout=2)
+            return
+        self.workers.cancel_group(self, "dialogue")
+        self.query_one(TranscriptView).set_streaming_text(None)
+        self._status("stopped: the turn being written was discarded")
 
     def action_continue(self) -> None:
         """Continue the branch shown (which need not be the dialogue's newest)."""
         if self.dialogue_id is None:
             return
+        if self.running:
+            self.notify("the dialogue is already running", timeout=2)
+            return
+        self._paused = False
         self.live = LiveDialogue(self.db, self._on_event)
         work = self.live.resume(self.dialogue_id, leaf_id=self._shown_leaf)
         self.run_worker(work, exclusive=True, group="dialogue", exit_on_error=False)
@@ -402,8 +432,8 @@ class DialogueScreen(Screen[None]):
         index = self._selected_index()
         if index is None or self.dialogue_id is None:
             return
-        if self.live is not None and self.workers and any(w.group == "dialogue" and w.is_running for w in self.workers):
-            self.notify("the dialogue is running: stop it (s) before forking", timeout=3)
+        if self.running:
+            self.notify("the dialogue is running: pause it (p) before forking", timeout=3)
             return
         node = self.query_one(TranscriptView).node_at(index)
         # What the conversation ran with at this message, edits above it included.
@@ -443,7 +473,10 @@ class DialogueScreen(Screen[None]):
 
     def palette_commands(self) -> Sequence[PaletteCommand]:
         return (
-            PaletteCommand("Stop", "Finish the turn being written, then stop (s)", self.action_stop),
+            PaletteCommand(
+                "Pause / resume", "Finish the turn being written, then pause; again to go on (p)", self.action_pause
+            ),
+            PaletteCommand("Stop", "Stop now, discarding the turn being written (s)", self.action_stop),
             PaletteCommand("Continue", "Continue the branch shown (c)", self.action_continue),
             PaletteCommand(
                 "Previous branch", "The previous sibling of the selected message ([)", self.action_prev_sibling
