@@ -343,6 +343,7 @@ def fixed_database(path: Path) -> None:
                     Node(
                         id=f"{dialogue_id}-{turn}",
                         dialogue_id=dialogue_id,
+                        parent_id=f"{dialogue_id}-{turn - 1}" if turn > 1 else None,
                         speaker="AB"[turn % 2],
                         kind="turn",
                         turn_index=turn,
@@ -351,6 +352,8 @@ def fixed_database(path: Path) -> None:
                     )
                 )
                 session.flush()
+            session.get_one(Dialogue, dialogue_id).head_node_id = f"{dialogue_id}-{turns}"
+            session.flush()
         session.commit()
 
 

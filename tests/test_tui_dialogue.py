@@ -139,7 +139,13 @@ async def test_a_stored_dialogue_opens_with_its_predictions(tmp_path: Path) -> N
         await pilot.pause()
         transcript = stored.query_one(TranscriptView)
         assert transcript.node_count == 4
-        assert len(stored.scored) == 3
+        assert stored.loader is not None
+        await stored.loader.wait()
+        await pilot.pause()
+        assert len(stored.predicted) == 3
+        # Shown (and so scored) for the last turn, where the reader is.
+        assert "predicted by" in str(stored.query_one("#predictions", Static).render())
+        assert list(stored.scored) == [transcript.node_at(3).id]
         transcript.focus()
         transcript.select_node(3)
         await pilot.pause()

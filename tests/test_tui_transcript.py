@@ -12,9 +12,10 @@ from sqlalchemy import Connection
 from textual.app import App, ComposeResult
 
 from clonechat.engine.records import NodeRecord, Speaker
-from clonechat.store import writes
+from clonechat.errors import NotFoundError
+from clonechat.store import reads, writes
 from clonechat.store.database import Database
-from clonechat.tui.transcript_source import ListSource, SqlitePathSource
+from clonechat.tui.transcript_source import WALK_AHEAD, ListSource, SqlitePathSource
 from clonechat.tui.widgets.transcript import TranscriptView
 
 pytestmark = pytest.mark.anyio
@@ -134,6 +135,40 @@ def test_sqlite_source_pages_and_bounds(big_db: Database) -> None:
     assert source.page(TURNS - 1, TURNS + 5)[-1].turn_index == TURNS
     branch = SqlitePathSource(big_db, DIALOGUE, leaf_id=f"N{3:025d}")
     assert [n.content.split(":")[0] for n in branch.page(0, 10)] == [f"message {i}" for i in range(4)]
+
+
+def test_sqlite_source_opens_without_walking_and_walks_only_as_far_as_asked(big_db: Database) -> None:
+    source = SqlitePathSource(big_db, DIALOGUE, page_size=10)
+    assert len(source) == TURNS + 1 and source.leaf_id == f"N{TURNS:025d}"
+    assert source.ids_walked == 0  # the length is the leaf's turn index + 1
+    assert [n.turn_index for n in source.page(TURNS - 4, TURNS + 1)] == list(range(TURNS - 4, TURNS + 1))
+    assert source.ids_walked <= 10 + WALK_AHEAD + 1  # the last page, and a little beyond
+    # The whole path is exactly the one a recursive walk from the leaf gives.
+    assert source.ids == [n.id for n in reads.path_to(big_db, f"N{TURNS:025d}")]
+    assert source.ids_walked == TURNS + 1 + 1  # each id once (the leaf is the walks' start twice)
+
+
+def test_sqlite_source_refuses_a_leaf_that_is_not_a_conversation_node(big_db: Database) -> None:
+    with pytest.raises(NotFoundError, match="no conversation node"):
+        SqlitePathSource(big_db, DIALOGUE, leaf_id="S" * 26)
+
+
+async def test_opens_at_the_end_reading_only_the_last_page(big_db: Database) -> None:
+    inner = SqlitePathSource(big_db, DIALOGUE)
+    source = CountingSource(inner)
+
+    class AtEnd(Host):
+        def on_mount(self) -> None:
+            self.query_one(TranscriptView).set_source(source, at_end=True)
+
+    app = AtEnd(ListSource())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        view = app.query_one(TranscriptView)
+        assert view.following and view.node_count == TURNS + 1
+        assert all(start >= TURNS + 1 - 64 for start, _ in source.calls), source.calls
+        assert inner.ids_walked <= 2 * 64 + WALK_AHEAD
+        assert f"message {TURNS}:" in screen_text(view)
 
 
 def test_sqlite_source_append_before_commit(big_db: Database) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from contextlib import closing
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from textual.app import App
 from textual.widgets import Input, Static, TextArea
 
 from clonechat.branching import fork_with_edit
+from clonechat.errors import NotFoundError
 from clonechat.session import DialogueRequest
 from clonechat.store import reads
 from clonechat.store.database import Database
@@ -22,7 +23,7 @@ from clonechat.tui.live import LiveDialogue, UiEvent
 from clonechat.tui.screens.compare import CompareScreen
 from clonechat.tui.screens.dialogue import DialogueScreen
 from clonechat.tui.screens.fork import ForkScreen
-from clonechat.tui.tree import DialogueTree, TreeNode
+from clonechat.tui.tree import DialogueTree, StoredTree, TreeNode
 from clonechat.tui.widgets.transcript import TranscriptView
 
 pytestmark = pytest.mark.anyio
@@ -107,6 +108,28 @@ async def test_tree_loads_from_the_database(db: Database) -> None:
     assert tree.leaf_of(original[1]) == forked[-1]
     assert tree.branch_count == 2
     assert tree.path_to(forked[-1]) == forked
+
+
+async def test_stored_tree_answers_like_the_loaded_one_and_sees_added_nodes(db: Database) -> None:
+    dialogue_id, original, forked = await branched(db)
+    loaded = DialogueTree.load(db, dialogue_id)
+    stored = StoredTree(db, dialogue_id)
+    for node_id in {*original, *forked}:
+        assert node_id in stored
+        assert stored.parent(node_id) == loaded.parent(node_id)
+        assert stored.children(node_id) == loaded.children(node_id)
+        assert stored.siblings(node_id) == loaded.siblings(node_id)
+        assert stored.sibling_position(node_id) == loaded.sibling_position(node_id)
+        assert stored.leaf_of(node_id) == loaded.leaf_of(node_id)
+        assert stored.turn_index(node_id) == loaded.turn_index(node_id) == loaded.path_to(node_id).index(node_id)
+    assert "nope" not in stored and stored.children(None) == [original[0]]
+    with pytest.raises(NotFoundError):
+        stored.parent("nope")
+    # A turn reported complete but not committed yet is a child, and the newest leaf, at once.
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    stored.add(TreeNode("UNCOMMITTED", forked[-1], "B", 4, later))
+    assert stored.children(forked[-1]) == ["UNCOMMITTED"]
+    assert stored.leaf_of(original[1]) == "UNCOMMITTED" and stored.turn_index("UNCOMMITTED") == 4
 
 
 async def test_keys_move_between_branches_parent_and_child_and_bookmarks(db: Database, db_path: Path) -> None:

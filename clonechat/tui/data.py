@@ -111,11 +111,15 @@ def browse(
     ``text`` is a case-insensitive substring of any turn's content (SQL ``LIKE``, with ``%``
     and ``_`` taken literally); blank text is no filter.
     """
-    turn_count = (
-        select(func.count())
-        .where(col(Node.dialogue_id) == col(Dialogue.id), col(Node.kind) == "turn")
+    # Turns on the dialogue's current conversation: its head's turn index (one primary-key
+    # lookup per row, where counting nodes would cost as much as the dialogue is long; and
+    # a branched dialogue's branches are not all one conversation).
+    head_turns = func.coalesce(
+        select(col(Node.turn_index))
+        .where(col(Node.id) == col(Dialogue.head_node_id))
         .correlate(Dialogue)
-        .scalar_subquery()
+        .scalar_subquery(),
+        0,
     )
     # Plain SQLAlchemy select: SQLModel's is typed for at most four columns.
     query = (
@@ -126,7 +130,7 @@ def browse(
             col(Dialogue.replicate),
             col(Dialogue.status),
             col(Dialogue.stop_reason),
-            turn_count,
+            head_turns,
             col(Dialogue.model_a),
             col(Dialogue.model_b),
             col(Dialogue.created_at),

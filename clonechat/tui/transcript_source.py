@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Protocol, runtime_checkable
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import text
 from sqlmodel import col, select
 
 from clonechat.engine.records import CONVERSATION_KINDS, NodeRecord
@@ -64,27 +64,35 @@ class ListSource:
         self._nodes.append(node)
 
 
-_PATH_IDS = text(
+#: Walks up from ``:start`` through at most ``:count`` nodes (the start included), nearest first.
+_ANCESTORS = text(
     """
-    WITH RECURSIVE ancestry(id, parent_id, kind, depth) AS (
-        SELECT id, parent_id, kind, 0 FROM node WHERE id = :leaf
+    WITH RECURSIVE ancestry(id, parent_id, kind, turn_index, depth) AS (
+        SELECT id, parent_id, kind, turn_index, 0 FROM node WHERE id = :start
         UNION ALL
-        SELECT node.id, node.parent_id, node.kind, ancestry.depth + 1
+        SELECT node.id, node.parent_id, node.kind, node.turn_index, ancestry.depth + 1
         FROM node JOIN ancestry ON node.id = ancestry.parent_id
+        WHERE ancestry.depth + 1 < :count
     )
-    SELECT id FROM ancestry WHERE kind IN :kinds ORDER BY depth DESC
+    SELECT id, kind, turn_index FROM ancestry ORDER BY depth
     """
-).bindparams(bindparam("kinds", expanding=True))
+)
+#: Ancestors read per walk beyond what a page needs, so scrolling up walks in few queries.
+WALK_AHEAD = 512
 
 
 class SqlitePathSource:
     """A path from a dialogue's opening to a leaf, read lazily from the run database.
 
-    The path's node *ids* are computed once, with one recursive CTE that touches only the id,
-    parent and kind columns (cheap even for 100,000 nodes: a list of short strings). Node rows,
-    whose text is the expensive part, are read one page at a time (``WHERE id IN (...)``) when
-    :meth:`page` asks for them, and kept in a small LRU of pages so scrolling back and forth
-    does not re-query; at most ``max_pages * page_size`` records are held.
+    Opening a path costs the same for 10 nodes as for 100,000: its length is the leaf's
+    ``turn_index`` + 1 (a conversation node's turn index is its depth: the engine numbers turns
+    along the path, and a fork copies the index of the message it edits), so nothing is walked
+    up front. The path's node *ids* are found from the leaf upwards only as far as a page asks
+    (a bounded recursive walk over the id, parent and kind columns, ``WALK_AHEAD`` further each
+    time), and kept (short strings: cheap even for 100,000). Node rows, whose text is the
+    expensive part, are read one page at a time (``WHERE id IN (...)``) and kept in a small
+    LRU of pages so scrolling back and forth does not re-query; at most ``max_pages *
+    page_size`` records are held.
 
     It reads through :meth:`Database.session` (the reader engine: its own short-lived
     connection per query, safe while a batch's writer commits in WAL mode), so the TUI can
@@ -110,11 +118,14 @@ class SqlitePathSource:
         #: Appended nodes the database may not have yet (the writer commits a moment after the
         #: engine reports a node); dropped as soon as a page read finds them stored.
         self._pending: dict[str, NodeRecord] = {}
-        #: Rows read from SQLite so far (for tests and diagnostics).
+        #: Rows read from SQLite so far, and ids found by walking up the path (diagnostics).
         self.rows_loaded = 0
-        self._ids: list[str] = self._path_ids(leaf_id)
+        self.ids_walked = 0
+        #: The path's ids by index; ``None`` above ``_known_from`` until a walk reaches them.
+        self._ids: list[str | None] = self._open(leaf_id)
+        self._known_from = len(self._ids) - 1 if self._ids else 0
 
-    def _path_ids(self, leaf_id: str | None) -> list[str]:
+    def _open(self, leaf_id: str | None) -> list[str | None]:
         with self._db.session() as session:
             if leaf_id is None:
                 dialogue = session.get(Dialogue, self.dialogue_id)
@@ -123,16 +134,48 @@ class SqlitePathSource:
                 leaf_id = dialogue.head_node_id
                 if leaf_id is None:
                     return []
-            params = {"leaf": leaf_id, "kinds": sorted(CONVERSATION_KINDS)}
-            ids = [str(row[0]) for row in session.connection().execute(_PATH_IDS, params)]
-        if not ids:
+            leaf = session.get(Node, leaf_id)
+        if leaf is None or leaf.kind not in CONVERSATION_KINDS:
             raise NotFoundError(f"no conversation node with id {leaf_id!r} in {self._db.path}")
+        ids: list[str | None] = [None] * (leaf.turn_index + 1)
+        ids[-1] = leaf.id
         return ids
+
+    def _walk_to(self, index: int) -> None:
+        """Make sure the ids from ``index`` to the leaf are known, walking up from the highest
+        unknown one (and ``WALK_AHEAD`` beyond, so the next page up is usually known)."""
+        if index >= self._known_from:
+            return
+        target = max(0, min(index, self._known_from - WALK_AHEAD))
+        start = self._ids[self._known_from]
+        params = {"start": start, "count": self._known_from - target + 1}
+        with self._db.session() as session:
+            rows = session.connection().execute(_ANCESTORS, params).all()
+        for depth, (node_id, kind, turn_index) in enumerate(rows):
+            expected = self._known_from - depth
+            if kind not in CONVERSATION_KINDS or turn_index != expected:
+                raise NotFoundError(
+                    f"node {node_id} ({kind}, turn {turn_index}) breaks the path of dialogue {self.dialogue_id} "
+                    f"at position {expected} in {self._db.path}"
+                )
+            self._ids[expected] = str(node_id)
+        self.ids_walked += len(rows)
+        if len(rows) != self._known_from - target + 1:
+            raise NotFoundError(
+                f"the path of dialogue {self.dialogue_id} is cut above turn {self._known_from - len(rows) + 1}"
+            )
+        self._known_from = target
+
+    @property
+    def leaf_id(self) -> str | None:
+        """The last node of the path (known without walking)."""
+        return self._ids[-1] if self._ids else None
 
     @property
     def ids(self) -> list[str]:
-        """The path's node ids, opening first (a copy)."""
-        return list(self._ids)
+        """The path's node ids, opening first (a copy; walks the whole path once)."""
+        self._walk_to(0)
+        return [i for i in self._ids if i is not None]
 
     @property
     def cached_nodes(self) -> int:
@@ -146,6 +189,7 @@ class SqlitePathSource:
         start, stop = max(0, start), min(stop, len(self._ids))
         if start >= stop:
             return []
+        self._walk_to(start - start % self.page_size)
         size = self.page_size
         out: list[NodeRecord] = []
         for number in range(start // size, (stop - 1) // size + 1):
@@ -167,7 +211,8 @@ class SqlitePathSource:
     def _load_page(self, number: int) -> list[NodeRecord]:
         cached = self._pages.get(number)
         size = self.page_size
-        ids = self._ids[number * size : (number + 1) * size]
+        self._walk_to(number * size)
+        ids = [i for i in self._ids[number * size : (number + 1) * size] if i is not None]
         if cached is not None and len(cached) == len(ids):
             self._pages.move_to_end(number)
             return cached

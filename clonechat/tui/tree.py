@@ -3,18 +3,24 @@
 Every message is a node with a parent, so a dialogue is a tree: a conversation is a path from
 the opening to a leaf, and a branch is another child of some node (an edit, a re-run). The
 dialogue screen moves through that tree, and this module answers "what is next to this node"
-without Textual and without loading any message text: one query of ids, parents, speakers,
-turn indices and timestamps is cheap even for a big tree, and the text stays with the lazily
-paged transcript.
+without Textual and without loading any message text.
+
+Two trees answer the same questions (:class:`TreeNavigation`): :class:`DialogueTree` holds the
+nodes in memory (built from a list: for tests and small trees), and :class:`StoredTree` asks
+SQLite one step at a time (a node's parent, its children: indexed lookups), so opening and
+navigating a 100,000-turn dialogue costs neither seconds of loading nor memory that grows with
+the dialogue.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import TextClause, bindparam, text
 
 from clonechat.engine.records import CONVERSATION_KINDS
 from clonechat.errors import NotFoundError
@@ -41,7 +47,54 @@ class TreeNode:
     created_at: datetime
 
 
-class DialogueTree:
+class TreeNavigation(ABC):
+    """Sibling, parent and child moves, from a tree's ``parent`` and ``children``."""
+
+    @abstractmethod
+    def __contains__(self, node_id: object) -> bool: ...
+
+    @abstractmethod
+    def parent(self, node_id: str) -> str | None:
+        """The node this one answers (``None`` for an opening)."""
+
+    @abstractmethod
+    def children(self, node_id: str | None) -> list[str]:
+        """The replies to this node (``None``: the openings), oldest first."""
+
+    @abstractmethod
+    def turn_index(self, node_id: str) -> int:
+        """The node's place on any path through it (0 for the opening)."""
+
+    @abstractmethod
+    def leaf_of(self, node_id: str) -> str:
+        """The end of the newest conversation through this node: follow the newest child down.
+
+        Moving to a sibling then shows that branch's whole conversation (the most recent
+        continuation of it), not just the path up to the sibling.
+        """
+
+    def siblings(self, node_id: str) -> list[str]:
+        """This node and the other children of its parent, oldest first (openings are siblings
+        of each other: an edited opening is a second root)."""
+        return self.children(self.parent(node_id))
+
+    def sibling_position(self, node_id: str) -> tuple[int, int]:
+        """Which branch this node is at its fork: ``(i, n)``, 1-based, for "branch i/n"."""
+        siblings = self.siblings(node_id)
+        return siblings.index(node_id) + 1, len(siblings)
+
+    def next_sibling(self, node_id: str) -> str | None:
+        siblings = self.siblings(node_id)
+        i = siblings.index(node_id)
+        return siblings[i + 1] if i + 1 < len(siblings) else None
+
+    def prev_sibling(self, node_id: str) -> str | None:
+        siblings = self.siblings(node_id)
+        i = siblings.index(node_id)
+        return siblings[i - 1] if i > 0 else None
+
+
+class DialogueTree(TreeNavigation):
     """The conversation nodes (openings and turns) of one dialogue, as a tree.
 
     Side nodes (predictions, reports, coordination answers) are left out: they hang off turns
@@ -89,39 +142,15 @@ class DialogueTree:
             raise NotFoundError(f"node {node_id} is not in this dialogue's tree") from None
 
     def parent(self, node_id: str) -> str | None:
-        """The node this one answers (``None`` for an opening)."""
         return self.node(node_id).parent_id
 
-    def children(self, node_id: str) -> list[str]:
-        """The replies to this node, oldest first (more than one: the conversation branches here)."""
+    def children(self, node_id: str | None) -> list[str]:
         return list(self._children.get(node_id, ()))
 
-    def siblings(self, node_id: str) -> list[str]:
-        """This node and the other children of its parent, oldest first (openings are siblings
-        of each other: an edited opening is a second root)."""
-        return list(self._children.get(self.parent(node_id), ()))
-
-    def sibling_position(self, node_id: str) -> tuple[int, int]:
-        """Which branch this node is at its fork: ``(i, n)``, 1-based, for "branch i/n"."""
-        siblings = self.siblings(node_id)
-        return siblings.index(node_id) + 1, len(siblings)
-
-    def next_sibling(self, node_id: str) -> str | None:
-        siblings = self.siblings(node_id)
-        i = siblings.index(node_id)
-        return siblings[i + 1] if i + 1 < len(siblings) else None
-
-    def prev_sibling(self, node_id: str) -> str | None:
-        siblings = self.siblings(node_id)
-        i = siblings.index(node_id)
-        return siblings[i - 1] if i > 0 else None
+    def turn_index(self, node_id: str) -> int:
+        return self.node(node_id).turn_index
 
     def leaf_of(self, node_id: str) -> str:
-        """The end of the newest conversation through this node: follow the newest child down.
-
-        Moving to a sibling then shows that branch's whole conversation (the most recent
-        continuation of it), not just the path up to the sibling.
-        """
         current = self.node(node_id).id
         while children := self._children.get(current):
             current = children[-1]
@@ -139,3 +168,95 @@ class DialogueTree:
             path.append(parent)
         path.reverse()
         return path
+
+
+_NODE_ROW = text(
+    "SELECT parent_id, turn_index FROM node WHERE id = :id AND dialogue_id = :dialogue AND kind IN :kinds"
+).bindparams(bindparam("kinds", expanding=True))
+_CHILD_ROWS = text("SELECT id, created_at FROM node WHERE parent_id = :parent AND kind IN :kinds").bindparams(
+    bindparam("kinds", expanding=True)
+)
+_ROOT_ROWS = text(
+    "SELECT id, created_at FROM node WHERE dialogue_id = :dialogue AND parent_id IS NULL AND kind IN :kinds"
+).bindparams(bindparam("kinds", expanding=True))
+#: Down from ``:start`` by the newest child each step (one indexed lookup per step).
+_NEWEST_DESCENT = text(
+    """
+    WITH RECURSIVE down(id, depth) AS (
+        SELECT :start, 0
+        UNION ALL
+        SELECT (SELECT n.id FROM node n WHERE n.parent_id = down.id AND n.kind IN :kinds
+                ORDER BY n.created_at DESC, n.id DESC LIMIT 1), depth + 1
+        FROM down WHERE down.id IS NOT NULL
+    )
+    SELECT id FROM down WHERE id IS NOT NULL ORDER BY depth DESC LIMIT 1
+    """
+).bindparams(bindparam("kinds", expanding=True))
+
+
+class StoredTree(TreeNavigation):
+    """A stored dialogue's tree, asked of SQLite a step at a time (nothing is loaded up front).
+
+    Nodes this process saw complete are :meth:`add`-ed too: the writer commits a moment after
+    the engine reports a turn, and a key pressed in between must already see it.
+    """
+
+    def __init__(self, db: Database, dialogue_id: str) -> None:
+        self._db = db
+        self.dialogue_id = dialogue_id
+        self._kinds = sorted(CONVERSATION_KINDS)
+        self._added = DialogueTree(())
+
+    def add(self, node: TreeNode) -> None:
+        self._added.add(node)
+
+    def _query(self, statement: TextClause, **params: object) -> list[tuple[Any, ...]]:
+        with self._db.session() as session:
+            result = session.connection().execute(statement, {"kinds": self._kinds, **params})
+            return [tuple(row) for row in result]
+
+    def _row(self, node_id: str) -> tuple[str | None, int] | None:
+        if node_id in self._added:
+            added = self._added.node(node_id)
+            return added.parent_id, added.turn_index
+        rows = self._query(_NODE_ROW, id=node_id, dialogue=self.dialogue_id)
+        return (rows[0][0], int(rows[0][1])) if rows else None
+
+    def _known(self, node_id: str) -> tuple[str | None, int]:
+        row = self._row(node_id)
+        if row is None:
+            raise NotFoundError(f"node {node_id} is not in the tree of dialogue {self.dialogue_id}")
+        return row
+
+    def __contains__(self, node_id: object) -> bool:
+        return isinstance(node_id, str) and self._row(node_id) is not None
+
+    def parent(self, node_id: str) -> str | None:
+        return self._known(node_id)[0]
+
+    def turn_index(self, node_id: str) -> int:
+        return self._known(node_id)[1]
+
+    def children(self, node_id: str | None) -> list[str]:
+        if node_id is None:
+            rows = self._query(_ROOT_ROWS, dialogue=self.dialogue_id)
+        else:
+            rows = self._query(_CHILD_ROWS, parent=node_id)
+        stamped = {str(r[0]): _naive(_datetime(r[1])) for r in rows}
+        for child in self._added.children(node_id):
+            stamped.setdefault(child, self._added.node(child).created_at)
+        return sorted(stamped, key=lambda i: (stamped[i], i))
+
+    def leaf_of(self, node_id: str) -> str:
+        self._known(node_id)
+        rows = self._query(_NEWEST_DESCENT, start=node_id)
+        current = str(rows[0][0]) if rows else node_id
+        # Turns seen here but not committed yet continue the newest branch.
+        while children := self.children(current):
+            current = children[-1]
+        return current
+
+
+def _naive(value: datetime) -> datetime:
+    """Naive UTC, as the tree compares times (SQLite hands back naive UTC)."""
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value

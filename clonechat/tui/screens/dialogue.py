@@ -9,6 +9,8 @@ with their scores, for the selected turn or, while following, the latest one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 from weakref import WeakKeyDictionary
@@ -21,6 +23,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
+from textual.worker import Worker, WorkerState
 
 from clonechat.branching import fork_with_edit, settings_at
 from clonechat.engine.events import DialogueEnded, NodeCompleted, TokenDelta, TurnStarted
@@ -42,7 +45,7 @@ from clonechat.tui.screens import PaletteCommand
 from clonechat.tui.screens.compare import CompareScreen
 from clonechat.tui.screens.fork import ForkEdit, ForkScreen
 from clonechat.tui.transcript_source import ListSource, SqlitePathSource
-from clonechat.tui.tree import DialogueTree, TreeNode
+from clonechat.tui.tree import DialogueTree, StoredTree, TreeNavigation, TreeNode
 from clonechat.tui.widgets.transcript import TranscriptView
 
 #: Seconds between checks for turns committed by another process (the feed's poll is one PRAGMA).
@@ -67,6 +70,11 @@ def describe_prediction(scored: ScoredPrediction) -> str:
         else:
             parts.append(f"{label} {'✓' if value >= 1 else '✗'}")
     return f"[b]predicted by {escape(who)}[/b]\n{escape(p.content)}\n[dim]{' · '.join(parts)}[/dim]"
+
+
+@dataclass(frozen=True)
+class _Background:
+    predicted: dict[str, tuple[NodeRecord, tuple[NodeRecord, ...]]]
 
 
 class DialogueScreen(Screen[None]):
@@ -106,7 +114,7 @@ class DialogueScreen(Screen[None]):
         self._db: Database | None = None
         self._stop_phrase: str | None = None
         self._message = ""
-        self._tree: DialogueTree | None = None
+        self._tree: StoredTree | None = None
         #: The last node of the path the transcript shows (what a new turn must answer to be shown).
         self._shown_leaf: str | None = None
         #: The last node of the path the live run is growing (its streamed text shows only there).
@@ -115,6 +123,10 @@ class DialogueScreen(Screen[None]):
         self._compare_left: str | None = None
         #: Set by pause: the dialogue stops after the turn in flight and ``p`` continues it.
         self._paused = False
+        #: Stored predictions by the turn they predict (read in the background, scored when shown).
+        self.predicted: dict[str, tuple[NodeRecord, tuple[NodeRecord, ...]]] = {}
+        #: The background read of a stored dialogue's tree and predictions.
+        self.loader: Worker[_Background] | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -158,12 +170,16 @@ class DialogueScreen(Screen[None]):
         # in both (and is dropped as already shown) rather than in neither.
         feed = DatabaseFeed(self.db_path, node_filter=[dialogue.id])
         source = SqlitePathSource(self.db, dialogue.id)
-        transcript.set_source(source)
-        self._shown_leaf = source.ids[-1] if len(source) else None
+        transcript.set_source(source, at_end=True)  # following: a batch's new turns show as they land
+        self._shown_leaf = source.leaf_id
         self.dialogue_id = dialogue.id
         self._stop_phrase = dialogue.stop_phrase
         self._status(f"dialogue {dialogue.id} · {dialogue.status}")
-        self._load_stored_predictions(dialogue.id, dialogue.stop_phrase)
+        # What the first paint does not need is read in a thread: the stored predictions,
+        # which can run to 100,000s of rows.
+        self.loader = self.run_worker(
+            partial(self._read_in_background, dialogue.id), thread=True, group="loader", exit_on_error=False
+        )
         self.run_worker(self._follow(feed), exclusive=True, group="feed", exit_on_error=False)
 
     async def _follow(self, feed: DatabaseFeed) -> None:
@@ -194,11 +210,11 @@ class DialogueScreen(Screen[None]):
                     if change.id == self.dialogue_id:
                         reason = f" ({change.stop_reason})" if change.stop_reason else ""
                         self._status(f"dialogue {change.id} · {change.status}{reason}")
-                        self._tree = None  # a batch may have branched it
         finally:
             feed.close()
 
-    def _load_stored_predictions(self, dialogue_id: str, stop_phrase: str | None) -> None:
+    def _read_in_background(self, dialogue_id: str) -> _Background:
+        """In a worker thread: the dialogue's stored predictions by turn."""
         side = [reads.node_record(n) for n in reads.side_nodes(self.db, dialogue_id) if n.kind == "prediction"]
         by_target: dict[str, list[NodeRecord]] = {}
         for node in side:
@@ -207,9 +223,29 @@ class DialogueScreen(Screen[None]):
         with self.db.session() as session:
             query = select(Node).where(col(Node.id).in_([t for t in by_target if t]))
             turns = {n.id: reads.node_record(n) for n in session.exec(query).all()}
-        for target, predictions in by_target.items():
-            if target in turns:
-                self.scored[target] = score_predictions(turns[target], tuple(predictions), stop_phrase)
+        predicted = {t: (turns[t], tuple(p)) for t, p in by_target.items() if t in turns}
+        return _Background(predicted)
+
+    @on(Worker.StateChanged)
+    def _background_read(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "loader" or event.state != WorkerState.SUCCESS:
+            return
+        result = event.worker.result
+        assert isinstance(result, _Background)
+        self.predicted.update(result.predicted)
+        if (selected := self._selected_id()) is not None:
+            self._show_predictions(selected)
+        self._refresh_status()
+
+    def scored_for(self, turn_id: str) -> TurnScored | None:
+        """A turn's predictions with their scores: scored as the turn lands for live turns,
+        and for stored ones the first time they are shown (scoring every stored prediction on
+        opening a long dialogue would be wasted work)."""
+        scored = self.scored.get(turn_id)
+        if scored is None and turn_id in self.predicted:
+            turn, predictions = self.predicted[turn_id]
+            scored = self.scored[turn_id] = score_predictions(turn, predictions, self._stop_phrase)
+        return scored
 
     async def _on_event(self, event: UiEvent) -> None:
         transcript = self.query_one(TranscriptView)
@@ -275,7 +311,7 @@ class DialogueScreen(Screen[None]):
 
     def _show_predictions(self, turn_id: str) -> None:
         panel = self.query_one("#predictions", Static)
-        scored = self.scored.get(turn_id)
+        scored = self.scored_for(turn_id)
         if scored is None:
             panel.update("[dim]No predictions for this turn.[/dim]")
             return
@@ -289,19 +325,21 @@ class DialogueScreen(Screen[None]):
     # -- the tree ----------------------------------------------------------------------------
 
     @property
-    def dialogue_tree(self) -> DialogueTree:
-        """The dialogue's tree, read when first needed and again after it may have changed
-        elsewhere; turns this screen sees complete are added as they land."""
+    def dialogue_tree(self) -> TreeNavigation:
+        """The dialogue's tree, asked of SQLite as the keys need it (nothing is loaded up front),
+        plus the turns this screen saw complete, which may not be committed yet."""
         if self.dialogue_id is None:
-            return DialogueTree(())  # nothing stored yet: nothing to cache
-        if self._tree is None:
-            self._tree = DialogueTree.load(self.db, self.dialogue_id)
+            return DialogueTree(())  # nothing stored yet
+        if self._tree is None or self._tree.dialogue_id != self.dialogue_id:
+            self._tree = StoredTree(self.db, self.dialogue_id)
         return self._tree
 
     def _add_to_tree(self, node: NodeRecord) -> None:
-        """Add a node this screen saw complete (it may not be committed when the tree loads)."""
+        """Note a node this screen saw complete (it may not be committed when the tree is asked)."""
         self.dialogue_id = self.dialogue_id or node.dialogue_id
-        self.dialogue_tree.add(TreeNode(node.id, node.parent_id, node.speaker, node.turn_index, node.created_at))
+        tree = self.dialogue_tree
+        if isinstance(tree, StoredTree):
+            tree.add(TreeNode(node.id, node.parent_id, node.speaker, node.turn_index, node.created_at))
 
     @property
     def bookmarks(self) -> list[str]:
@@ -328,12 +366,11 @@ class DialogueScreen(Screen[None]):
         tree = self.dialogue_tree
         if node_id not in tree or self.dialogue_id is None:
             return
-        path = tree.path_to(node_id)
-        index = len(path) - 1
+        index = tree.turn_index(node_id)  # a node's place on every path through it
         on_path = index < transcript.node_count and transcript.node_at(index).id == node_id
         if not on_path:
             leaf = tree.leaf_of(node_id)
-            transcript.set_source(SqlitePathSource(self.db, self.dialogue_id, leaf_id=leaf))
+            transcript.set_source(SqlitePathSource(self.db, self.dialogue_id, leaf_id=leaf), at_end=True)
             self._shown_leaf = leaf
         transcript.select_node(index)
         self._refresh_status()

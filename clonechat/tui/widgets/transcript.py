@@ -131,6 +131,8 @@ class TranscriptView(ScrollView, can_focus=True):
         self._stream: tuple[str, str] | None = None
         self._stream_strips: list[Strip] = []
         self._syncing = False
+        #: Set by ``set_source(at_end=True)`` before the first resize: open at the end then.
+        self._open_at_end = False
         self._reset_heights()
 
     # -- public API ---------------------------------------------------------------------------
@@ -139,8 +141,10 @@ class TranscriptView(ScrollView, can_focus=True):
     def source(self) -> TranscriptSource:
         return self._source
 
-    def set_source(self, source: TranscriptSource) -> None:
-        """Show another path (another dialogue or branch): forget the layout, go to the top."""
+    def set_source(self, source: TranscriptSource, *, at_end: bool = False) -> None:
+        """Show another path (another dialogue or branch): forget the layout, go to the top, or
+        with ``at_end`` to the end (following), touching only the last page: a long stored
+        path opens as fast as a short one, since nothing above the view is read."""
         self._source = source
         self._laid.clear()
         self._cursor = None
@@ -149,7 +153,11 @@ class TranscriptView(ScrollView, can_focus=True):
         self._reset_heights()
         self._update_virtual_size()
         self._jump(0)
-        self._sync_layout()
+        self._open_at_end = at_end and not self._width  # not sized yet: on the first resize
+        if at_end and self._width:
+            self._scroll_to_end()
+        else:
+            self._sync_layout()
         self.refresh()
 
     @property
@@ -176,8 +184,14 @@ class TranscriptView(ScrollView, can_focus=True):
         return round(self.scroll_y) >= self.max_scroll_y
 
     def node_at(self, index: int) -> NodeRecord:
-        """The node at ``index`` (loading its page if needed)."""
-        return self._get_laid(index).node
+        """The node at ``index``, from the layout if it is drawn, else from the source (without
+        laying it out: before the first resize there is no width to wrap at)."""
+        laid = self._laid.get(index)
+        if laid is not None:
+            return laid.node
+        if not 0 <= index < len(self._heights):
+            raise IndexError(f"node {index} is not on this path of {len(self._heights)} nodes")
+        return self._source.page(index, index + 1)[0]
 
     def node_line(self, index: int) -> int:
         """The virtual line where node ``index``'s header is drawn (exact once it is laid out)."""
@@ -252,7 +266,11 @@ class TranscriptView(ScrollView, can_focus=True):
         width = max(1, self.scrollable_content_region.width - GUTTER)
         if width != self._width:
             self._relayout(width)
-        self._sync_layout()
+        if self._open_at_end:
+            self._open_at_end = False
+            self._scroll_to_end()
+        else:
+            self._sync_layout()
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
