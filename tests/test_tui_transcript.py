@@ -287,3 +287,18 @@ async def test_cursor_keys_select_nodes() -> None:
         assert view.cursor == 31
         top = round(view.scroll_y)
         assert top <= view.node_line(31) < top + view.scrollable_content_region.height
+
+
+async def test_a_click_selects_the_node_under_the_pointer() -> None:
+    app = Host(ListSource(chain(60)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        view = app.query_one(TranscriptView)
+        await pilot.pause()
+        second = view.node_line(1)  # the header line of node 1
+        await pilot.click(TranscriptView, offset=(5, second + 1))
+        await pilot.pause()
+        assert view.cursor == 1 and app.selected[-1] == (1, view.node_at(1).id)
+        assert view.has_focus
+        await pilot.click(TranscriptView, offset=(5, view.node_line(3)))
+        await pilot.pause()
+        assert view.cursor == 3

@@ -29,7 +29,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
-from textual.events import Resize
+from textual.events import Click, Resize
 from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
@@ -271,6 +271,14 @@ class TranscriptView(ScrollView, can_focus=True):
             self._scroll_to_end()
         else:
             self._sync_layout()
+
+    def on_click(self, event: Click) -> None:
+        """A click selects the node under the pointer (mouse support, like the cursor keys)."""
+        line = round(self.scroll_y) + event.y
+        offsets = self._offset_list()
+        if 0 <= line < offsets[-1]:
+            self.focus()
+            self.select_node(bisect_right(offsets, line) - 1, scroll=False)
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
