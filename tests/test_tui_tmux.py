@@ -21,7 +21,7 @@ TMUX = shutil.which("tmux")
 
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
 
-TURNS = 40
+TURNS = 150  # about 16 s of batch (two 30-80 ms model calls a turn): the app opens well before it ends
 SPEC = f"""\
 name = "tmuxed"
 replicates = 1

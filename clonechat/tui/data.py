@@ -49,7 +49,9 @@ class Facets:
         return tuple(sorted({c for names in self.conditions_by_experiment.values() for c in names}))
 
 
-def _readonly_engine(path: Path) -> Engine:
+def readonly_engine(path: Path) -> Engine:
+    """An engine whose connections open ``path`` read-only (``mode=ro``): the TUI never writes
+    what it only shows, and never creates a database that is not there."""
     uri = f"{path.resolve().as_uri()}?mode=ro"
     return create_engine(
         "sqlite://",
@@ -68,7 +70,7 @@ def _session(db_path: Path | str) -> Iterator[Session | None]:
     if not path.exists():
         yield None
         return
-    engine = _readonly_engine(path)
+    engine = readonly_engine(path)
     try:
         with Session(engine) as session:
             try:

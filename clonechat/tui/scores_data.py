@@ -14,7 +14,6 @@ Nothing is scored here: if the predictions have no scores yet the answer says so
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -22,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import text
 
 from clonechat.analysis.data import ReportData
 from clonechat.analysis.load import experiment_id, load_report_data
@@ -31,7 +29,8 @@ from clonechat.analysis.stats import chance_match_rate
 from clonechat.errors import NotFoundError, StoreError
 from clonechat.scoring.runner import SHUFFLED_SUFFIX
 from clonechat.store import migrations
-from clonechat.store.database import BUSY_TIMEOUT_MS, Database
+from clonechat.store.database import Database
+from clonechat.tui.data import readonly_engine
 
 DEFAULT_SCORER = "chrf"
 #: The order the scorer picker lists scorers in (most informative first); others follow by name.
@@ -122,22 +121,13 @@ def order_scorers(names: Iterable[str]) -> tuple[str, ...]:
     return (*known, *sorted(wanted - set(known)))
 
 
-def _engine(path: Path) -> Engine:
-    uri = f"{path.resolve().as_uri()}?mode=ro"
-    return create_engine(
-        "sqlite://",
-        creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000),
-        poolclass=NullPool,
-    )
-
-
 @contextmanager
 def _database(db_path: Path | str) -> Iterator[Database]:
     """A :class:`Database` whose engines are read-only (see the module docstring)."""
     path = Path(db_path)
     if not path.is_file():
         raise StoreError(f"no database at {path}")
-    engine = _engine(path)
+    engine = readonly_engine(path)
     try:
         with engine.connect() as conn:
             version = migrations.current_version(conn)
