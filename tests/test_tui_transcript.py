@@ -289,6 +289,18 @@ async def test_cursor_keys_select_nodes() -> None:
         assert top <= view.node_line(31) < top + view.scrollable_content_region.height
 
 
+async def test_up_with_nothing_selected_starts_from_the_bottom_of_the_screen() -> None:
+    app = Host(ListSource(chain(60)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        view = app.query_one(TranscriptView)
+        view.focus()
+        view.action_scroll_end()
+        await pilot.pause()
+        await pilot.press("up")
+        await pilot.pause()
+        assert view.cursor == 59
+
+
 async def test_a_click_selects_the_node_under_the_pointer() -> None:
     app = Host(ListSource(chain(60)))
     async with app.run_test(size=(80, 24)) as pilot:

@@ -248,7 +248,12 @@ class TranscriptView(ScrollView, can_focus=True):
     # -- actions ------------------------------------------------------------------------------
 
     def action_cursor_up(self) -> None:
-        self.select_node(self._first_visible() if self._cursor is None else self._cursor - 1)
+        """Up starts from the bottom of the screen (where a reader following the end is)."""
+        if self._cursor is None:
+            visible = self._visible_range()
+            self.select_node(visible[-1] if visible else None)
+        else:
+            self.select_node(self._cursor - 1)
 
     def action_cursor_down(self) -> None:
         self.select_node(self._first_visible() if self._cursor is None else self._cursor + 1)
