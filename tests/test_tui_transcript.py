@@ -314,3 +314,12 @@ async def test_a_click_selects_the_node_under_the_pointer() -> None:
         await pilot.click(TranscriptView, offset=(5, view.node_line(3)))
         await pilot.pause()
         assert view.cursor == 3
+
+
+def test_divergence_walks_only_up_to_where_the_paths_part(big_db: Database) -> None:
+    from clonechat.tui.screens.compare import divergence
+
+    longer = SqlitePathSource(big_db, DIALOGUE)
+    prefix = SqlitePathSource(big_db, DIALOGUE, leaf_id=f"N{TURNS - 10:025d}")
+    assert divergence(longer, prefix) == divergence(prefix, longer) == TURNS - 9
+    assert longer.ids_walked + prefix.ids_walked <= 2 * (WALK_AHEAD + 1)  # not two 10,000-id walks

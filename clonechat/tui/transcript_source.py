@@ -171,6 +171,15 @@ class SqlitePathSource:
         """The last node of the path (known without walking)."""
         return self._ids[-1] if self._ids else None
 
+    def id_at(self, index: int) -> str:
+        """The id of the node at ``index``, walking up from the leaf only as far as that."""
+        if not 0 <= index < len(self._ids):
+            raise IndexError(f"node {index} is not on this path of {len(self._ids)} nodes")
+        self._walk_to(index)
+        node_id = self._ids[index]
+        assert node_id is not None  # _walk_to filled it
+        return node_id
+
     @property
     def ids(self) -> list[str]:
         """The path's node ids, opening first (a copy; walks the whole path once)."""

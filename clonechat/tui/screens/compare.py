@@ -19,13 +19,18 @@ from clonechat.tui.transcript_source import SqlitePathSource
 from clonechat.tui.widgets.transcript import TranscriptView
 
 
-def divergence(left: list[str], right: list[str]) -> int:
+def divergence(left: SqlitePathSource, right: SqlitePathSource) -> int:
     """The first index where two paths hold different nodes (the shorter length if one path is
-    a prefix of the other: the longer one simply went on)."""
-    for i, (a, b) in enumerate(zip(left, right, strict=False)):
-        if a != b:
-            return i
-    return min(len(left), len(right))
+    a prefix of the other: the longer one simply went on).
+
+    Two paths of one tree agree up to their fork and differ below it, so this walks up from
+    the deepest index both have until the ids agree: it reads only as far up as the fork,
+    not two whole paths (a branch made near the end of a 100,000-turn dialogue compares at once).
+    """
+    for index in range(min(len(left), len(right)) - 1, -1, -1):
+        if left.id_at(index) == right.id_at(index):
+            return index + 1
+    return 0
 
 
 class CompareScreen(Screen[None]):
@@ -40,7 +45,7 @@ class CompareScreen(Screen[None]):
         super().__init__()
         self.left_source = SqlitePathSource(db, dialogue_id, leaf_id=left_leaf)
         self.right_source = SqlitePathSource(db, dialogue_id, leaf_id=right_leaf)
-        self.divergence = divergence(self.left_source.ids, self.right_source.ids)
+        self.divergence = divergence(self.left_source, self.right_source)
 
     def compose(self) -> ComposeResult:
         where = (
