@@ -25,6 +25,7 @@ from sqlalchemy import text
 
 from clonechat.analysis.data import ReportData
 from clonechat.analysis.load import experiment_id, load_report_data
+from clonechat.analysis.report_tables import PHASE_ORDER, condition_order, ordered
 from clonechat.analysis.stats import chance_match_rate
 from clonechat.errors import NotFoundError, StoreError
 from clonechat.scoring.runner import SHUFFLED_SUFFIX
@@ -35,8 +36,6 @@ from clonechat.tui.data import readonly_engine
 DEFAULT_SCORER = "chrf"
 #: The order the scorer picker lists scorers in (most informative first); others follow by name.
 SCORER_ORDER = ("chrf", "token_f1", "first_word", "length_bucket", "asks_question", "ends_dialogue", "surprisal")
-#: Coordination phases in the order they happen.
-PHASE_ORDER = ("before", "after")
 
 _PREDICTIONS = """
 SELECT count(*) FROM node n
@@ -116,9 +115,7 @@ class CoordinationRow:
 
 def order_scorers(names: Iterable[str]) -> tuple[str, ...]:
     """Scorer names (controls left out) in the picker's order: known ones first, then by name."""
-    wanted = {name for name in names if not name.endswith(SHUFFLED_SUFFIX)}
-    known = [name for name in SCORER_ORDER if name in wanted]
-    return (*known, *sorted(wanted - set(known)))
+    return tuple(ordered((name for name in names if not name.endswith(SHUFFLED_SUFFIX)), SCORER_ORDER))
 
 
 @contextmanager
@@ -166,43 +163,56 @@ def _means(values: dict[int, list[float]]) -> list[TurnMean]:
     return [TurnMean(turn, sum(v) / len(v), len(v)) for turn, v in sorted(values.items())]
 
 
-def _accuracy(db: Database, data: ReportData, scorer: str, dialogue_id: str | None) -> Accuracy:
-    by_series: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    by_baseline: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for row in data.predictions:
-        if row.scorer != scorer or (dialogue_id is not None and row.dialogue_id != dialogue_id):
-            continue
-        by_series[(row.condition, row.variant)][row.turn_index].append(row.value)
-        if row.baseline is not None:
-            by_baseline[row.condition][row.turn_index].append(row.baseline)
-    series: dict[str, dict[str, list[TurnMean]]] = {}
-    for (condition, variant), turns in sorted(by_series.items()):
-        series.setdefault(condition, {})[variant] = _means(turns)
-    baseline = {condition: _means(turns) for condition, turns in sorted(by_baseline.items())}
-    predictions, scorers = _scope(db, data, dialogue_id)
-    return Accuracy(scorer, series, baseline, scorers, predictions)
-
-
 def _coordination(data: ReportData, dialogue_id: str | None = None) -> list[CoordinationRow]:
+    """In the report's order (conditions as in the spec, tasks by name, phases as they happen)."""
     groups: dict[tuple[str, str, str], list[tuple[str, str, bool]]] = defaultdict(list)
     for pair in data.coordination:
         if dialogue_id is None or pair.dialogue_id == dialogue_id:
             groups[(pair.condition, pair.task, pair.phase)].append((pair.answer_a, pair.answer_b, pair.match))
-    conditions = [c.name for c in data.conditions]
-
-    def key(item: tuple[str, str, str]) -> tuple[int, str, int, str]:
-        condition, task, phase = item
-        rank = conditions.index(condition) if condition in conditions else len(conditions)
-        phase_rank = PHASE_ORDER.index(phase) if phase in PHASE_ORDER else len(PHASE_ORDER)
-        return rank, task, phase_rank, phase
-
     rows = []
-    for condition, task, phase in sorted(groups, key=key):
-        pairs = groups[(condition, task, phase)]
-        answers = [a for a, _, _ in pairs] + [b for _, b, _ in pairs]
-        rate = sum(match for _, _, match in pairs) / len(pairs)
-        rows.append(CoordinationRow(condition, task, phase, len(pairs), rate, chance_match_rate(answers)))
+    for condition in condition_order(data):
+        for task in ordered(task for _, task, _ in groups):
+            for phase in ordered((phase for _, _, phase in groups), PHASE_ORDER):
+                pairs = groups.get((condition, task, phase))
+                if not pairs:
+                    continue
+                answers = [a for a, _, _ in pairs] + [b for _, b, _ in pairs]
+                rate = sum(match for _, _, match in pairs) / len(pairs)
+                rows.append(CoordinationRow(condition, task, phase, len(pairs), rate, chance_match_rate(answers)))
     return rows
+
+
+@dataclass(frozen=True)
+class ScoresData:
+    """One read of the database for the screen: the experiment's report data (every scorer's
+    values), so switching the charted scorer is computed from memory, not read again."""
+
+    experiment: str
+    dialogue_id: str | None
+    data: ReportData
+    #: Prediction nodes in scope (scored or not), and the scorers with a value.
+    predictions: int
+    scorers: tuple[str, ...]
+    coordination: list[CoordinationRow]
+
+    def accuracy(self, scorer: str) -> Accuracy:
+        """Mean ``scorer`` value per turn, per condition and variant, and the shuffled baselines."""
+        by_series: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        by_baseline: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for row in self.data.predictions:
+            if row.scorer != scorer or (self.dialogue_id is not None and row.dialogue_id != self.dialogue_id):
+                continue
+            by_series[(row.condition, row.variant)][row.turn_index].append(row.value)
+            if row.baseline is not None:
+                by_baseline[row.condition][row.turn_index].append(row.baseline)
+        series: dict[str, dict[str, list[TurnMean]]] = {}
+        for (condition, variant), turns in sorted(by_series.items()):
+            series.setdefault(condition, {})[variant] = _means(turns)
+        baseline = {condition: _means(turns) for condition, turns in sorted(by_baseline.items())}
+        return Accuracy(scorer, series, baseline, self.scorers, self.predictions)
+
+    def view(self, scorer: str) -> ScoresView:
+        return ScoresView(self.experiment, self.dialogue_id, self.accuracy(scorer), self.coordination)
 
 
 def _dialogue_experiment(db: Database, dialogue_id: str) -> str:
@@ -227,21 +237,18 @@ def turn_accuracy(db_path: Path | str, dialogue_id: str, scorer: str = DEFAULT_S
 def condition_accuracy(db_path: Path | str, experiment: str, scorer: str = DEFAULT_SCORER) -> Accuracy:
     """Mean ``scorer`` value per turn for each condition × variant, and each condition's
     shuffled baseline per turn (means over dialogues)."""
-    with _database(db_path) as db:
-        data = load_report_data(db, experiment)
-        return _accuracy(db, data, scorer, None)
+    return load_scores(db_path, experiment).accuracy(scorer)
 
 
 def coordination_summary(db_path: Path | str, experiment: str) -> list[CoordinationRow]:
     """Per condition, task and phase: how many answer pairs, how often they matched, and the
     chance of a match between independent draws from the pooled answers."""
-    with _database(db_path) as db:
-        return _coordination(load_report_data(db, experiment))
+    return load_scores(db_path, experiment).coordination
 
 
 @dataclass(frozen=True)
 class ScoresView:
-    """Everything the screen shows, read in one go (one worker call, one connection)."""
+    """Everything the screen shows for one scorer."""
 
     experiment: str
     dialogue_id: str | None
@@ -249,11 +256,9 @@ class ScoresView:
     coordination: list[CoordinationRow]
 
 
-def load_view(
-    db_path: Path | str, experiment: str | None, dialogue_id: str | None = None, scorer: str = DEFAULT_SCORER
-) -> ScoresView:
-    """The screen's data: for the experiment, or (with ``dialogue_id``) for that one dialogue,
-    whose experiment is found when ``experiment`` is None."""
+def load_scores(db_path: Path | str, experiment: str | None, dialogue_id: str | None = None) -> ScoresData:
+    """The screen's data, in one read: for the experiment, or (with ``dialogue_id``) for that
+    one dialogue, whose experiment is found when ``experiment`` is None."""
     with _database(db_path) as db:
         name = experiment
         if name is None:
@@ -261,4 +266,5 @@ def load_view(
                 raise NotFoundError("no experiment or dialogue to show scores for")
             name = _dialogue_experiment(db, dialogue_id)
         data = load_report_data(db, name)
-        return ScoresView(name, dialogue_id, _accuracy(db, data, scorer, dialogue_id), _coordination(data, dialogue_id))
+        predictions, scorers = _scope(db, data, dialogue_id)
+    return ScoresData(name, dialogue_id, data, predictions, scorers, _coordination(data, dialogue_id))

@@ -26,7 +26,7 @@ from textual.widgets import DataTable, Footer, Header, Select, Static
 from textual_plotext import PlotextPlot
 
 from clonechat.errors import ClonechatError
-from clonechat.tui.scores_data import DEFAULT_SCORER, CoordinationRow, ScoresView, TurnMean, load_view
+from clonechat.tui.scores_data import DEFAULT_SCORER, CoordinationRow, ScoresData, ScoresView, TurnMean, load_scores
 from clonechat.tui.screens import PaletteCommand
 
 NOT_SCORED_TEXT = "Predictions not scored yet — run [b]clonechat score {experiment}[/b]"
@@ -99,6 +99,8 @@ class ScoresScreen(Screen[None]):
         self.experiment = experiment
         self.dialogue_id = dialogue_id
         self.view: ScoresView | None = None
+        #: The last read of the database (every scorer), charted for the chosen scorer.
+        self.loaded: ScoresData | None = None
         self.plotted: list[PlottedSeries] = []
         self.error: str | None = None
         self._loading: str | None = None
@@ -133,16 +135,16 @@ class ScoresScreen(Screen[None]):
         return self._loading is None and self.view is not None and self.view.accuracy.scorer == self.scorer
 
     def reload(self) -> None:
-        """Read the database again for the chosen scorer."""
+        """Read the database again (every scorer's values, in one read)."""
         self._loading = self.scorer
-        self._load(self.scorer)
+        self._load()
 
     @work(exclusive=True, group="scores")
-    async def _load(self, scorer: str) -> None:
+    async def _load(self) -> None:
         self.query_one("#scores-summary", Static).update("loading…")
         try:
-            view = await anyio.to_thread.run_sync(
-                partial(load_view, self.db_path, self.experiment, self.dialogue_id, scorer), abandon_on_cancel=True
+            loaded = await anyio.to_thread.run_sync(
+                partial(load_scores, self.db_path, self.experiment, self.dialogue_id), abandon_on_cancel=True
             )
         except ClonechatError as exc:
             self.error = str(exc)
@@ -151,13 +153,16 @@ class ScoresScreen(Screen[None]):
             self.notify(str(exc), title="Cannot read the scores", severity="error")
             return
         self.error = None
-        if view.accuracy.scorers and scorer not in view.accuracy.scorers:
-            # The scorer is not in this database (e.g. surprisal was never run): show the first one.
-            self._set_scorers(view.accuracy.scorers, view.accuracy.scorers[0])
-            self._load(view.accuracy.scorers[0])
-            return
-        self._show(view)
+        self.loaded = loaded
+        self._chart(self.scorer)
         self._loading = None
+
+    def _chart(self, scorer: str) -> None:
+        """Show ``scorer`` from what was read (the first scorer there is, if that one is not)."""
+        assert self.loaded is not None
+        if self.loaded.scorers and scorer not in self.loaded.scorers:
+            scorer = self.loaded.scorers[0]  # e.g. surprisal was never run in this database
+        self._show(self.loaded.view(scorer))
 
     def _set_scorers(self, scorers: Sequence[str], value: str) -> None:
         select: Select[str] = self.query_one("#scorer", Select)
@@ -227,7 +232,10 @@ class ScoresScreen(Screen[None]):
 
     @on(Select.Changed, "#scorer")
     def _scorer_changed(self) -> None:
-        self.reload()
+        if self.loaded is None:
+            self.reload()
+        else:
+            self._chart(self.scorer)  # from memory: every scorer was read
 
     def choose_scorer(self, name: str) -> None:
         """Switch the chart to scorer ``name`` (for the command palette)."""
