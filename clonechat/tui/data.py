@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, exists, func
+from sqlalchemy import Connection, Engine, create_engine, exists, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, col, select
@@ -60,6 +60,25 @@ def readonly_engine(path: Path) -> Engine:
     )
 
 
+def readable_schema(conn: Connection, path: Path) -> int:
+    """The file's schema version if this clonechat reads it as it is (0: no clonechat tables
+    yet); otherwise a StoreError that says what to do. A viewer never migrates: that would
+    write to a file the user only wanted to look at, and queue behind a running batch."""
+    version = migrations.current_version(conn)
+    if version == 0:
+        if migrations.user_tables(conn):
+            raise StoreError(f"{path} is an SQLite database but not a clonechat one")
+        return 0
+    if version < migrations.SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {version}, this clonechat reads {migrations.SCHEMA_VERSION}: "
+            f"run 'clonechat ls --db {path}' once to upgrade it"
+        )
+    if version > migrations.SCHEMA_VERSION:
+        raise StoreError(f"{path} is newer than this clonechat understands: upgrade clonechat")
+    return version
+
+
 @contextmanager
 def _session(db_path: Path | str) -> Iterator[Session | None]:
     """A read-only session on ``db_path``; ``None`` if there is no database yet (a fresh
@@ -74,22 +93,10 @@ def _session(db_path: Path | str) -> Iterator[Session | None]:
     try:
         with Session(engine) as session:
             try:
-                version = migrations.current_version(session.connection())
+                version = readable_schema(session.connection(), path)
             except sqlite3.DatabaseError as exc:  # pragma: no cover - sqlalchemy wraps these
                 raise StoreError(f"{path} is not a usable SQLite database: {exc}") from None
-            if version == 0:
-                if migrations.user_tables(session.connection()):
-                    raise StoreError(f"{path} is an SQLite database but not a clonechat one")
-                yield None
-                return
-            if version != migrations.SCHEMA_VERSION:
-                raise StoreError(
-                    f"{path} has schema version {version}, this clonechat reads {migrations.SCHEMA_VERSION}: "
-                    f"run 'clonechat ls --db {path}' once to upgrade it"
-                    if version < migrations.SCHEMA_VERSION
-                    else f"{path} is newer than this clonechat understands: upgrade clonechat"
-                )
-            yield session
+            yield None if version == 0 else session
     except StoreError:
         raise
     except Exception as exc:

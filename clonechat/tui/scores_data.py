@@ -29,9 +29,8 @@ from clonechat.analysis.report_tables import PHASE_ORDER, condition_order, order
 from clonechat.analysis.stats import chance_match_rate
 from clonechat.errors import NotFoundError, StoreError
 from clonechat.scoring.runner import SHUFFLED_SUFFIX
-from clonechat.store import migrations
 from clonechat.store.database import Database
-from clonechat.tui.data import readonly_engine
+from clonechat.tui.data import readable_schema, readonly_engine
 
 DEFAULT_SCORER = "chrf"
 #: The order the scorer picker lists scorers in (most informative first); others follow by name.
@@ -127,12 +126,8 @@ def _database(db_path: Path | str) -> Iterator[Database]:
     engine = readonly_engine(path)
     try:
         with engine.connect() as conn:
-            version = migrations.current_version(conn)
-        if version != migrations.SCHEMA_VERSION:
-            raise StoreError(
-                f"{path} has schema version {version}, this clonechat reads {migrations.SCHEMA_VERSION}: "
-                f"run 'clonechat ls --db {path}' once to upgrade it"
-            )
+            if readable_schema(conn, path) == 0:
+                raise StoreError(f"{path} holds no clonechat runs yet")
         yield Database(path, engine, engine)
     except (StoreError, NotFoundError):
         raise
