@@ -170,3 +170,15 @@ def test_db_from_environment(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert db.exists()
+
+
+def test_tui_refuses_an_unreadable_database_in_one_line_before_taking_the_terminal(tmp_path: Path) -> None:
+    garbage = tmp_path / "corrupt.db"
+    garbage.write_bytes(b"\x00garbage" * 512)
+    before = garbage.read_bytes()
+    for db, message in ((tmp_path, "is a directory"), (garbage, "file is not a database")):
+        result = clonechat("tui", "--db", str(db), timeout=30)
+        assert result.returncode == 1
+        assert message in one_error_line(result)
+        assert result.stdout == ""  # the app never started
+    assert garbage.read_bytes() == before

@@ -80,9 +80,16 @@ def _no_command(ctx: typer.Context) -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
+    _open_tui(default_db_path())
+
+
+def _open_tui(db: Path) -> None:
+    """The app on ``db``, after checking in plain text that it can be read at all."""
+    from clonechat.tui import data
     from clonechat.tui.app import run_tui
 
-    run_tui(default_db_path())
+    report_errors(lambda: data.check_readable(db))
+    run_tui(db)
 
 
 @app.command()
@@ -434,9 +441,7 @@ def _print_side(console: Console, node: Node) -> None:
 @app.command()
 def tui(db: DbOption = DEFAULT_DB) -> None:
     """Browse stored dialogues in a terminal UI (also what bare 'clonechat' opens)."""
-    from clonechat.tui.app import run_tui
-
-    run_tui(db)
+    _open_tui(db)
 
 
 def main() -> None:

@@ -106,6 +106,15 @@ def _session(db_path: Path | str) -> Iterator[Session | None]:
         engine.dispose()
 
 
+def check_readable(db_path: Path | str) -> None:
+    """Raise the StoreError the browser would show if ``db_path`` cannot be opened (a directory,
+    not SQLite, another program's database, another schema), so the command line can say it in
+    one line and exit non-zero before the app takes the terminal. A missing file is fine: the
+    app starts empty and creates it only when a dialogue is run."""
+    with _session(db_path):
+        pass
+
+
 def browse(
     db_path: Path | str,
     *,
