@@ -21,9 +21,9 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, col, select
 
-from clonechat.errors import StoreError
+from clonechat.errors import NotFoundError, StoreError
 from clonechat.store import migrations
-from clonechat.store.database import BUSY_TIMEOUT_MS
+from clonechat.store.database import BUSY_TIMEOUT_MS, Database
 from clonechat.store.models import Condition, Dialogue, Experiment, Node
 from clonechat.store.reads import DialogueSummary
 
@@ -80,9 +80,12 @@ def readable_schema(conn: Connection, path: Path) -> int:
 
 
 @contextmanager
-def _session(db_path: Path | str) -> Iterator[Session | None]:
-    """A read-only session on ``db_path``; ``None`` if there is no database yet (a fresh
-    checkout is an empty browser, not an error, and we must not create the file)."""
+def readonly_database(db_path: Path | str) -> Iterator[Database | None]:
+    """A :class:`Database` on ``db_path`` whose connections are read-only, after the schema
+    check; ``None`` if there is no database yet (a fresh checkout is an empty browser, not an
+    error, and we must not create the file). ``Database.open`` is not used: it migrates, in an
+    ``IMMEDIATE`` transaction that would queue behind a busy batch. Any failure reading it
+    is a StoreError naming the file."""
     path = Path(db_path)
     if path.is_dir():
         raise StoreError(f"database path {path} is a directory")
@@ -91,19 +94,28 @@ def _session(db_path: Path | str) -> Iterator[Session | None]:
         return
     engine = readonly_engine(path)
     try:
-        with Session(engine) as session:
-            try:
-                version = readable_schema(session.connection(), path)
-            except sqlite3.DatabaseError as exc:  # pragma: no cover - sqlalchemy wraps these
-                raise StoreError(f"{path} is not a usable SQLite database: {exc}") from None
-            yield None if version == 0 else session
-    except StoreError:
+        with engine.connect() as conn:
+            version = readable_schema(conn, path)
+        yield None if version == 0 else Database(path, engine, engine)
+    except (StoreError, NotFoundError):
         raise
     except Exception as exc:
         reason = str(getattr(exc, "orig", None) or exc)
         raise StoreError(f"cannot read {path}: {reason}") from None
     finally:
         engine.dispose()
+
+
+@contextmanager
+def _session(db_path: Path | str) -> Iterator[Session | None]:
+    """A read-only session on ``db_path`` (see :func:`readonly_database`); ``None`` if there
+    is no database yet."""
+    with readonly_database(db_path) as db:
+        if db is None:
+            yield None
+            return
+        with db.session() as session:
+            yield session
 
 
 def check_readable(db_path: Path | str) -> None:

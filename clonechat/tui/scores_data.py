@@ -30,7 +30,7 @@ from clonechat.analysis.stats import chance_match_rate
 from clonechat.errors import NotFoundError, StoreError
 from clonechat.scoring.runner import SHUFFLED_SUFFIX
 from clonechat.store.database import Database
-from clonechat.tui.data import readable_schema, readonly_engine
+from clonechat.tui.data import readonly_database
 
 DEFAULT_SCORER = "chrf"
 #: The order the scorer picker lists scorers in (most informative first); others follow by name.
@@ -119,23 +119,11 @@ def order_scorers(names: Iterable[str]) -> tuple[str, ...]:
 
 @contextmanager
 def _database(db_path: Path | str) -> Iterator[Database]:
-    """A :class:`Database` whose engines are read-only (see the module docstring)."""
-    path = Path(db_path)
-    if not path.is_file():
-        raise StoreError(f"no database at {path}")
-    engine = readonly_engine(path)
-    try:
-        with engine.connect() as conn:
-            if readable_schema(conn, path) == 0:
-                raise StoreError(f"{path} holds no clonechat runs yet")
-        yield Database(path, engine, engine)
-    except (StoreError, NotFoundError):
-        raise
-    except Exception as exc:
-        reason = str(getattr(exc, "orig", None) or exc)
-        raise StoreError(f"cannot read {path}: {reason}") from None
-    finally:
-        engine.dispose()
+    """The read-only :class:`Database` the browser reads too; here a missing one is an error."""
+    with readonly_database(db_path) as db:
+        if db is None:
+            raise StoreError(f"no clonechat runs at {db_path}")
+        yield db
 
 
 def _scalar_rows(db: Database, sql: str, params: dict[str, str]) -> list[object]:
