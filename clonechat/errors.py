@@ -8,6 +8,8 @@ one line saying what went wrong and where; the CLI prints exactly that line and 
     ├── TemplateError        a prompt template is malformed or a variable is unknown/missing
     ├── StoreError           the run database cannot be opened, is corrupt or too new
     │   └── NotFoundError    no dialogue/node with that id
+    ├── QueryError           an analysis query is refused (it would write) or is not valid SQL
+    ├── MissingExtraError    a feature needs an optional package (pyarrow, pandas)
     └── ProviderError        a model call failed
         └── RetryableProviderError   ...in a way worth retrying (rate limit, overload, network)
 """
@@ -33,6 +35,14 @@ class StoreError(ClonechatError):
 
 class NotFoundError(StoreError):
     """A requested row does not exist."""
+
+
+class QueryError(ClonechatError):
+    """A query cannot run: it would change the database, or SQLite rejects it."""
+
+
+class MissingExtraError(ClonechatError):
+    """A feature needs an optional dependency that is not installed."""
 
 
 class ProviderError(ClonechatError):

@@ -21,7 +21,7 @@ def schema_of(path: Path) -> dict[str, object]:
             r[0]
             for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
-                "AND name != 'clonechat_migrations' ORDER BY name"
+                "AND name != 'clonechat_migrations' AND name NOT LIKE 'node_fts%' ORDER BY name"
             )
         ]
         schema: dict[str, object] = {}

@@ -14,9 +14,9 @@ from sqlalchemy import text
 
 from clonechat.analysis.data import ConditionInfo, CoordinationPair, PredictionScore, ReportBack, ReportData
 from clonechat.batch.store import experiment_counts, find_experiment
-from clonechat.errors import ClonechatError, NotFoundError
+from clonechat.errors import NotFoundError
 from clonechat.prompts import PromptLibrary
-from clonechat.scoring.coordination import CoordinationTask, load_task
+from clonechat.scoring.coordination import AnswerReader
 from clonechat.scoring.runner import SHUFFLED_SUFFIX
 from clonechat.store.database import Database
 from clonechat.store.models import Experiment
@@ -84,22 +84,14 @@ def _predictions(db: Database, experiment_id: str) -> list[PredictionScore]:
 def _side(db: Database, experiment_id: str, library: PromptLibrary) -> tuple[list[CoordinationPair], list[ReportBack]]:
     with db.session() as session:
         rows = session.connection().execute(text(_SIDE_NODES), {"experiment": experiment_id}).all()
-    tasks: dict[str, CoordinationTask | None] = {}
+    read_answer = AnswerReader(library)
     answers: dict[tuple[str, str, str], dict[str, str]] = {}
     reports: list[ReportBack] = []
     for condition, dialogue, kind, speaker, variant, content, model in rows:
         if kind == "report":
             reports.append(ReportBack(condition, dialogue, speaker, model or "", content))
             continue
-        task_name, _, phase = (variant or "").partition("@")
-        if task_name not in tasks:
-            try:
-                tasks[task_name] = load_task(library, task_name)
-            except ClonechatError:
-                tasks[task_name] = None  # the task file is gone: compare answers as written
-        task = tasks[task_name]
-        answer = task.normalise(content) if task is not None else " ".join(content.casefold().split())
-        answers.setdefault((condition, dialogue, variant or ""), {})[speaker] = answer
+        answers.setdefault((condition, dialogue, variant or ""), {})[speaker] = read_answer(variant, content)
     pairs = []
     for (condition, dialogue, variant), by_agent in answers.items():
         if "A" in by_agent and "B" in by_agent:

@@ -45,6 +45,8 @@ def scorer_descriptions() -> list[tuple[str, str]]:
 
 def _line(console: Console, name: str, summary: ScoringSummary) -> None:
     text = f"{name}: {summary.new_scores} new score rows for {summary.predictions} predictions"
+    if summary.answers:
+        text += f"; {summary.answers} coordination answers read"
     if summary.skipped:
         text += f", {summary.skipped} already scored"
     if summary.unavailable:

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
-from clonechat.errors import ClonechatError, ConfigError, TemplateError
+from clonechat.errors import ClonechatError, ConfigError, QueryError, TemplateError
 
 T = TypeVar("T")
 
@@ -39,7 +39,7 @@ def report_errors(fn: Callable[[], T]) -> T:
         error = _first_clonechat_error(exc)
         if error is None:
             raise
-        fail(str(error), EXIT_USAGE if isinstance(error, ConfigError | TemplateError) else EXIT_FAILED)
+        fail(str(error), EXIT_USAGE if isinstance(error, ConfigError | TemplateError | QueryError) else EXIT_FAILED)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None

@@ -20,13 +20,17 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-from clonechat.errors import TemplateError
+from clonechat.errors import ClonechatError, TemplateError
 from clonechat.prompts import PromptLibrary, PromptTemplate
 
 AnswerKind = Literal["integer", "option", "word", "phrase"]
 ANSWER_KINDS: tuple[AnswerKind, ...] = ("integer", "option", "word", "phrase")
 KIND = "coordination"
 PHASES = ("before", "after")
+#: The score row that keeps each coordination node's normalised answer (``detail.answer``),
+#: so SQL (the ``v_coordination`` view) can compare answers without knowing the tasks' rules.
+ANSWER_SCORER = "answer"
+ANSWER_VERSION = "1"
 
 
 @dataclass(frozen=True)
@@ -91,3 +95,24 @@ def normalise_answer(task: CoordinationTask, text: str) -> str:
     first_line = next((line for line in text.strip().splitlines() if line.strip()), "")
     phrase = _ARTICLES.sub("", _canonical(first_line))
     return phrase[:60]
+
+
+class AnswerReader:
+    """Reads coordination answers by their task's rule, loading each task file once. A task
+    whose file is gone (renamed since the run) compares answers as written, case and spacing
+    folded, rather than failing a whole report."""
+
+    def __init__(self, library: PromptLibrary) -> None:
+        self.library = library
+        self._tasks: dict[str, CoordinationTask | None] = {}
+
+    def __call__(self, variant: str | None, content: str) -> str:
+        """The answer in ``content`` to the question ``variant`` (``TASK@phase``)."""
+        name = (variant or "").partition("@")[0]
+        if name not in self._tasks:
+            try:
+                self._tasks[name] = load_task(self.library, name)
+            except ClonechatError:
+                self._tasks[name] = None
+        task = self._tasks[name]
+        return task.normalise(content) if task is not None else " ".join(content.casefold().split())

@@ -16,6 +16,8 @@ from functools import partial
 
 from sqlalchemy import text
 
+from clonechat.prompts import PromptLibrary
+from clonechat.scoring.coordination import ANSWER_SCORER, ANSWER_VERSION, AnswerReader
 from clonechat.scoring.registry import DEFAULT_SCORERS, get_text_scorer
 from clonechat.scoring.targets import PredictionTarget, load_targets
 from clonechat.scoring.text import ScoreResult
@@ -31,6 +33,8 @@ class ScoringSummary:
     new_scores: int = 0
     skipped: int = 0
     unavailable: dict[str, int] | None = None
+    #: Coordination answers newly read and stored (score rows ``answer``).
+    answers: int = 0
 
 
 def existing_scores(db: Database, experiment_id: str) -> set[tuple[str, str, str]]:
@@ -78,7 +82,33 @@ def score_text(db: Database, experiment_id: str, names: Sequence[str] = DEFAULT_
                 result = scorer.score(target.predicted, target.shuffled, stop_phrase=target.stop_phrase)
                 rows.append(_row(target, scorer.name, scorer.version, result, shuffled=True))
     summary.new_scores = db.write(lambda conn: writes.insert_scores(conn, rows))
+    summary.answers = score_answers(db, experiment_id)
     return summary
+
+
+_UNREAD_ANSWERS = text(
+    """
+SELECT n.id, n.variant, n.content FROM node n
+JOIN dialogue d ON d.id = n.dialogue_id JOIN condition c ON c.id = d.condition_id
+WHERE c.experiment_id = :experiment AND n.kind = 'coordination'
+  AND NOT EXISTS (SELECT 1 FROM score s WHERE s.node_id = n.id AND s.scorer = :scorer AND s.version = :version)
+"""
+)
+
+
+def score_answers(db: Database, experiment_id: str, library: PromptLibrary | None = None) -> int:
+    """Store each coordination answer not read yet, normalised by its task's rule, as a score
+    row (``answer``; ``value`` NULL, ``detail.answer`` the answer), so the ``v_coordination``
+    view can say which pairs matched. Returns how many were new."""
+    read_answer = AnswerReader(library or PromptLibrary())
+    params = {"experiment": experiment_id, "scorer": ANSWER_SCORER, "version": ANSWER_VERSION}
+    with db.session() as session:
+        nodes = session.connection().execute(_UNREAD_ANSWERS, params).all()
+    rows = [
+        writes.NewScore(node_id, ANSWER_SCORER, ANSWER_VERSION, None, {"answer": read_answer(variant, content)})
+        for node_id, variant, content in nodes
+    ]
+    return db.write(lambda conn: writes.insert_scores(conn, rows))
 
 
 #: A model-based scorer: (target, message to score against) -> result, or None if unavailable.

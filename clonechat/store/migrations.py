@@ -6,9 +6,18 @@ a fresh database, an upgraded one and ``SQLModel.metadata`` all describe the sam
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
+
 from sqlalchemy import Connection, text
 
-MIGRATIONS: list[tuple[str, str]] = [
+from clonechat.store import turn_metrics
+from clonechat.store.views import VIEWS_V1
+
+#: A step is SQL (statements run in order) or a function for what SQL cannot do (a backfill).
+Step = str | Callable[[Connection], object]
+
+MIGRATIONS: list[tuple[str, Step]] = [
     (
         "core tables: experiments, conditions, prompts, dialogues, node tree",
         """
@@ -136,9 +145,66 @@ CREATE INDEX ix_score_node_id ON score (node_id);
 ALTER TABLE node ADD COLUMN variant VARCHAR;
 """,
     ),
+    (
+        "per-turn conversation metrics, and full-text search over node content kept in sync by triggers",
+        """
+CREATE TABLE turn_metrics (
+    node_id VARCHAR NOT NULL,
+    dialogue_id VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    chars INTEGER NOT NULL,
+    words INTEGER NOT NULL,
+    distinct_words INTEGER NOT NULL,
+    new_words INTEGER NOT NULL,
+    vocabulary INTEGER NOT NULL,
+    overlap_partner FLOAT,
+    overlap_self FLOAT,
+    repetition FLOAT,
+    symbol_rate FLOAT NOT NULL,
+    emoji_rate FLOAT NOT NULL,
+    PRIMARY KEY (node_id),
+    FOREIGN KEY(node_id) REFERENCES node (id),
+    FOREIGN KEY(dialogue_id) REFERENCES dialogue (id)
+);
+CREATE INDEX ix_turn_metrics_dialogue_id ON turn_metrics (dialogue_id);
+CREATE VIRTUAL TABLE node_fts USING fts5(
+    content, content='node', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER node_fts_insert AFTER INSERT ON node BEGIN
+    INSERT INTO node_fts (rowid, content) VALUES (new.rowid, new.content);
+END;
+CREATE TRIGGER node_fts_delete AFTER DELETE ON node BEGIN
+    INSERT INTO node_fts (node_fts, rowid, content) VALUES ('delete', old.rowid, old.content);
+END;
+CREATE TRIGGER node_fts_update AFTER UPDATE OF content ON node BEGIN
+    INSERT INTO node_fts (node_fts, rowid, content) VALUES ('delete', old.rowid, old.content);
+    INSERT INTO node_fts (rowid, content) VALUES (new.rowid, new.content);
+END;
+INSERT INTO node_fts (node_fts) VALUES ('rebuild');
+""",
+    ),
+    ("metrics for the turns stored before there were metrics", turn_metrics.backfill),
+    ("views for the common questions", VIEWS_V1),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def statements(script: str) -> list[str]:
+    """The statements of an SQL script, split where SQLite says a statement is complete (a
+    trigger's body has semicolons of its own)."""
+    out: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            out.append(current.strip().rstrip(";"))
+            current = ""
+    if current.strip():
+        out.append(current.strip())
+    return out
+
+
 _VERSION_TABLE = "clonechat_migrations"
 
 
@@ -169,8 +235,10 @@ def migrate(conn: Connection, target: int = SCHEMA_VERSION) -> list[int]:
     for number, (description, script) in enumerate(MIGRATIONS[:target], start=1):
         if number <= version:
             continue
-        for statement in script.split(";"):
-            if statement.strip():
+        if callable(script):
+            script(conn)
+        else:
+            for statement in statements(script):
                 conn.exec_driver_sql(statement)
         conn.execute(
             text(f"INSERT INTO {_VERSION_TABLE} (version, description, applied_at) VALUES (:v, :d, datetime('now'))"),

@@ -6,6 +6,8 @@ the single writer, so the store sees events in the order the engine emitted them
 
 from __future__ import annotations
 
+from sqlalchemy import Connection
+
 from clonechat.engine.events import DialogueEnded, DialogueStarted, Event, NodeCompleted
 from clonechat.store import writes
 from clonechat.store.writer import StoreWriter
@@ -25,8 +27,10 @@ class Recorder:
             )
         elif isinstance(event, DialogueEnded):
             ended = event
-            await self.writer.submit(
-                lambda conn: writes.update_dialogue(
+            writer = self.writer
+
+            def end(conn: Connection) -> None:
+                writes.update_dialogue(
                     conn,
                     ended.dialogue_id,
                     status=ended.status,
@@ -34,4 +38,6 @@ class Recorder:
                     error=ended.error,
                     head_node_id=ended.leaf_id,
                 )
-            )
+                writer.metrics.forget(ended.dialogue_id)
+
+            await writer.submit(end)

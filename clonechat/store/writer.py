@@ -25,6 +25,7 @@ from clonechat.engine.records import NodeRecord
 from clonechat.errors import StoreError
 from clonechat.store import writes
 from clonechat.store.database import Database
+from clonechat.store.turn_metrics import MetricsTracker
 
 T = TypeVar("T")
 WriteFunction = Callable[[Connection], Any]
@@ -55,6 +56,8 @@ class StoreWriter:
         self._send, self._receive = anyio.create_memory_object_stream[_Job](max_buffer_size=math.inf)
         self._failure: StoreError | None = None
         self.committed_batches = 0
+        #: Path states for turn metrics; used only in the commit thread, one batch at a time.
+        self.metrics = MetricsTracker()
 
     async def submit(self, fn: WriteFunction) -> None:
         """Queue a write; it commits soon, in order with every other write."""
@@ -89,8 +92,7 @@ class StoreWriter:
         if self._failure is not None:
             raise self._failure
 
-    @staticmethod
-    def _apply(conn: Connection, jobs: list[_Job]) -> None:
+    def _apply(self, conn: Connection, jobs: list[_Job]) -> None:
         """Run the jobs in order; runs of node writes go in as one multi-row insert."""
         pending: list[NodeRecord] = []
         for job in jobs:
@@ -98,11 +100,11 @@ class StoreWriter:
                 pending.extend(job.nodes)
                 continue
             if pending:
-                writes.insert_nodes_and_heads(conn, pending)
+                writes.insert_nodes_and_heads(conn, pending, self.metrics)
                 pending = []
             job.result = job.fn(conn)
         if pending:
-            writes.insert_nodes_and_heads(conn, pending)
+            writes.insert_nodes_and_heads(conn, pending, self.metrics)
 
     def _commit(self, jobs: list[_Job]) -> None:
         """Worker thread: one transaction for the batch; if it fails, retry each job alone so
@@ -112,6 +114,8 @@ class StoreWriter:
                 self._apply(conn, jobs)
             return
         except SQLAlchemyError:
+            # The rolled-back turns moved the metric states on: start again from what is stored.
+            self.metrics = MetricsTracker()
             if len(jobs) == 1:
                 raise
         for job in jobs:

@@ -20,6 +20,7 @@ from sqlmodel import col
 from clonechat.engine.records import CONVERSATION_KINDS, NodeRecord, new_id
 from clonechat.prompts import RenderedPrompt, content_hash
 from clonechat.store.models import Condition, Dialogue, Experiment, Prompt, PromptTemplate
+from clonechat.store.turn_metrics import MetricsTracker, insert_metrics
 
 WriteFunction = Callable[[Connection], Any]
 
@@ -139,13 +140,17 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
-def insert_nodes(conn: Connection, nodes: list[NodeRecord]) -> None:
-    """Insert nodes, skipping any already stored. This is the hot path of a large batch (every
-    turn of every dialogue), so it is one DB-API ``executemany`` rather than SQLAlchemy's
-    per-row bind processing, which cost several times more per turn."""
+def insert_nodes(conn: Connection, nodes: list[NodeRecord], metrics: MetricsTracker | None = None) -> None:
+    """Insert nodes, skipping any already stored, with the metrics of each agent turn (in the
+    same transaction, so no turn is ever stored without them; the full-text index follows by
+    trigger). This is the hot path of a large batch (every turn of every dialogue), so it is
+    one DB-API ``executemany`` rather than SQLAlchemy's per-row bind processing, which cost
+    several times more per turn. ``metrics`` keeps path states between calls (the writer's);
+    without one, each turn's path is replayed from the database."""
     if nodes:
         rows = [tuple(_sqlite_value(getattr(n, c)) for c in _NODE_COLUMNS) for n in nodes]
         conn.exec_driver_sql(_INSERT_NODES, rows)
+        insert_metrics(conn, (metrics or MetricsTracker()).metrics_for(conn, nodes))
 
 
 def store_edited_prompt(conn: Connection, text: str) -> str:
@@ -166,10 +171,10 @@ def store_edited_prompt(conn: Connection, text: str) -> str:
     return digest
 
 
-def insert_nodes_and_heads(conn: Connection, nodes: list[NodeRecord]) -> None:
+def insert_nodes_and_heads(conn: Connection, nodes: list[NodeRecord], metrics: MetricsTracker | None = None) -> None:
     """Insert finished nodes and move each dialogue's head to its newest conversation node,
     in the caller's transaction (so a head never points at a turn that is not stored)."""
-    insert_nodes(conn, nodes)
+    insert_nodes(conn, nodes, metrics)
     heads = {n.dialogue_id: n.id for n in nodes if n.kind in CONVERSATION_KINDS}
     if heads:
         now = _now()

@@ -10,21 +10,17 @@ wanted to look at.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, exists, func
+from sqlalchemy import exists, func
 from sqlalchemy import select as sa_select
-from sqlalchemy.pool import NullPool
 from sqlmodel import Session, col, select
 
-from clonechat.errors import NotFoundError, StoreError
-from clonechat.store import migrations
-from clonechat.store.database import BUSY_TIMEOUT_MS, Database
 from clonechat.store.models import Condition, Dialogue, Experiment, Node
+from clonechat.store.readonly import readonly_database
 from clonechat.store.reads import DialogueSummary
 
 #: Statuses in the order a researcher scans them: what is moving first, what went wrong last.
@@ -47,63 +43,6 @@ class Facets:
         if experiment is not None:
             return self.conditions_by_experiment.get(experiment, ())
         return tuple(sorted({c for names in self.conditions_by_experiment.values() for c in names}))
-
-
-def readonly_engine(path: Path) -> Engine:
-    """An engine whose connections open ``path`` read-only (``mode=ro``): the TUI never writes
-    what it only shows, and never creates a database that is not there."""
-    uri = f"{path.resolve().as_uri()}?mode=ro"
-    return create_engine(
-        "sqlite://",
-        creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000),
-        poolclass=NullPool,
-    )
-
-
-def readable_schema(conn: Connection, path: Path) -> int:
-    """The file's schema version if this clonechat reads it as it is (0: no clonechat tables
-    yet); otherwise a StoreError that says what to do. A viewer never migrates: that would
-    write to a file the user only wanted to look at, and queue behind a running batch."""
-    version = migrations.current_version(conn)
-    if version == 0:
-        if migrations.user_tables(conn):
-            raise StoreError(f"{path} is an SQLite database but not a clonechat one")
-        return 0
-    if version < migrations.SCHEMA_VERSION:
-        raise StoreError(
-            f"{path} has schema version {version}, this clonechat reads {migrations.SCHEMA_VERSION}: "
-            f"run 'clonechat ls --db {path}' once to upgrade it"
-        )
-    if version > migrations.SCHEMA_VERSION:
-        raise StoreError(f"{path} is newer than this clonechat understands: upgrade clonechat")
-    return version
-
-
-@contextmanager
-def readonly_database(db_path: Path | str) -> Iterator[Database | None]:
-    """A :class:`Database` on ``db_path`` whose connections are read-only, after the schema
-    check; ``None`` if there is no database yet (a fresh checkout is an empty browser, not an
-    error, and we must not create the file). ``Database.open`` is not used: it migrates, in an
-    ``IMMEDIATE`` transaction that would queue behind a busy batch. Any failure reading it
-    is a StoreError naming the file."""
-    path = Path(db_path)
-    if path.is_dir():
-        raise StoreError(f"database path {path} is a directory")
-    if not path.exists():
-        yield None
-        return
-    engine = readonly_engine(path)
-    try:
-        with engine.connect() as conn:
-            version = readable_schema(conn, path)
-        yield None if version == 0 else Database(path, engine, engine)
-    except (StoreError, NotFoundError):
-        raise
-    except Exception as exc:
-        reason = str(getattr(exc, "orig", None) or exc)
-        raise StoreError(f"cannot read {path}: {reason}") from None
-    finally:
-        engine.dispose()
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from clonechat.analysis.stats import chance_match_rate
 from clonechat.errors import NotFoundError, StoreError
 from clonechat.scoring.runner import SHUFFLED_SUFFIX
 from clonechat.store.database import Database
-from clonechat.tui.data import readonly_database
+from clonechat.store.readonly import readonly_database
 
 DEFAULT_SCORER = "chrf"
 #: The order the scorer picker lists scorers in (most informative first); others follow by name.

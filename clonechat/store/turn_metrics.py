@@ -1,0 +1,235 @@
+"""Per-turn conversation metrics, computed once when a turn is stored.
+
+Attractor questions (do clone pairs converge, loop, drift into symbols and emoji?) need the
+same handful of numbers for every turn. Computing them at write time, in the transaction that
+stores the turn, means every turn has them, they never change (a turn and its ancestors are
+immutable), and an analysis is one ``SELECT`` instead of re-tokenising a whole run.
+
+Definitions (version :data:`METRICS_VERSION`); words are ``\\w+`` runs (apostrophes inside a
+word kept), case-folded; "the path" is the conversation from the opening down to this turn,
+agent turns only (the researcher's opening is not the agents' vocabulary):
+
+- ``chars``: characters; ``words``: words; ``distinct_words``: distinct words in the turn.
+- ``new_words``: distinct words of this turn not used earlier on the path (vocabulary growth);
+  ``vocabulary``: distinct words on the path up to and including this turn.
+- ``overlap_partner``: Jaccard similarity of this turn's word set and the partner's latest
+  turn's (lexical overlap between the agents); NULL before the partner has spoken.
+- ``overlap_self``: the same against the speaker's own previous turn; NULL on its first turn.
+- ``repetition``: share of this turn's word trigrams already seen, earlier in the turn or in
+  either agent's latest turn (loops and echoing); NULL under three words.
+- ``symbol_rate``: share of non-space characters that are punctuation or symbols (Unicode P*
+  and S*), emoji excepted; ``emoji_rate``: share that are emoji (Extended_Pictographic).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import regex
+from sqlalchemy import Connection, text
+
+from clonechat.engine.records import NodeRecord
+
+METRICS_VERSION = 1
+#: Dialogues whose latest path state the writer keeps; a miss rebuilds it from the database.
+CACHE_DIALOGUES = 4096
+
+_WORD = regex.compile(r"\w+(?:['’]\w+)*")
+_EMOJI = regex.compile(r"\p{Extended_Pictographic}")
+_SYMBOL = regex.compile(r"[\p{P}\p{S}]")
+_SPACE = regex.compile(r"\s")
+
+
+@dataclass(frozen=True)
+class TurnMetrics:
+    node_id: str
+    dialogue_id: str
+    chars: int
+    words: int
+    distinct_words: int
+    new_words: int
+    vocabulary: int
+    overlap_partner: float | None
+    overlap_self: float | None
+    repetition: float | None
+    symbol_rate: float
+    emoji_rate: float
+    version: int = METRICS_VERSION
+
+
+def words_of(content: str) -> list[str]:
+    return [w.casefold() for w in _WORD.findall(content)]
+
+
+def _jaccard(a: set[str], b: set[str]) -> float | None:
+    union = a | b
+    return len(a & b) / len(union) if union else None
+
+
+def _trigrams(words: Sequence[str]) -> list[tuple[str, str, str]]:
+    return list(zip(words, words[1:], words[2:], strict=False))
+
+
+def _repetition(words: Sequence[str], previous: Iterable[Sequence[str]]) -> float | None:
+    grams = _trigrams(words)
+    if not grams:
+        return None
+    seen = {g for turn in previous for g in _trigrams(turn)}
+    repeated = 0
+    for gram in grams:
+        if gram in seen:
+            repeated += 1
+        seen.add(gram)
+    return repeated / len(grams)
+
+
+def _character_rates(content: str) -> tuple[float, float]:
+    visible = len(content) - len(_SPACE.findall(content))
+    if visible == 0:
+        return 0.0, 0.0
+    emoji = len(_EMOJI.findall(content))
+    symbols = sum(1 for ch in _SYMBOL.findall(content) if not _EMOJI.match(ch))
+    return symbols / visible, emoji / visible
+
+
+@dataclass
+class PathState:
+    """What the metrics of the next turn depend on: the path's vocabulary and each agent's
+    latest words."""
+
+    vocabulary: set[str] = field(default_factory=set)
+    latest: dict[str, list[str]] = field(default_factory=dict)
+
+    def advance(self, node_id: str, dialogue_id: str, speaker: str, content: str) -> TurnMetrics:
+        """The metrics of a turn said on this path; the state moves past it."""
+        words = words_of(content)
+        distinct = set(words)
+        partner = next((w for s, w in self.latest.items() if s != speaker), None)
+        own = self.latest.get(speaker)
+        new = distinct - self.vocabulary
+        symbol_rate, emoji_rate = _character_rates(content)
+        metrics = TurnMetrics(
+            node_id=node_id,
+            dialogue_id=dialogue_id,
+            chars=len(content),
+            words=len(words),
+            distinct_words=len(distinct),
+            new_words=len(new),
+            vocabulary=len(self.vocabulary) + len(new),
+            overlap_partner=_jaccard(distinct, set(partner)) if partner is not None else None,
+            overlap_self=_jaccard(distinct, set(own)) if own is not None else None,
+            repetition=_repetition(words, self.latest.values()),
+            symbol_rate=symbol_rate,
+            emoji_rate=emoji_rate,
+        )
+        self.vocabulary |= new
+        self.latest[speaker] = words
+        return metrics
+
+    def copy(self) -> PathState:
+        return PathState(set(self.vocabulary), dict(self.latest))
+
+
+_PATH_TURNS = text(
+    """
+WITH RECURSIVE up(id, parent_id, depth) AS (
+    SELECT id, parent_id, 0 FROM node WHERE id = :node
+    UNION ALL
+    SELECT n.id, n.parent_id, up.depth + 1 FROM node n JOIN up ON n.id = up.parent_id
+)
+SELECT n.speaker, n.content FROM up JOIN node n ON n.id = up.id
+WHERE n.kind = 'turn' ORDER BY up.depth DESC
+"""
+)
+
+
+def state_after(conn: Connection, node_id: str | None) -> PathState:
+    """The path state after ``node_id``, replayed from the database (a resume, a branch, or a
+    dialogue the cache has let go)."""
+    state = PathState()
+    if node_id is None:
+        return state
+    for speaker, content in conn.execute(_PATH_TURNS, {"node": node_id}):
+        state.advance("", "", speaker, content)
+    return state
+
+
+class MetricsTracker:
+    """Computes metrics for turns as they are stored, keeping each dialogue's latest path state
+    so a turn costs one tokenisation, not a replay of its whole conversation."""
+
+    def __init__(self, capacity: int = CACHE_DIALOGUES) -> None:
+        self.capacity = capacity
+        self._states: OrderedDict[str, tuple[str, PathState]] = OrderedDict()
+        #: How many states were replayed from the database (for tests and benchmarks).
+        self.rebuilds = 0
+
+    def metrics_for(self, conn: Connection, nodes: Sequence[NodeRecord]) -> list[TurnMetrics]:
+        """Metrics of the turn nodes among ``nodes`` (in order; a parent before its child).
+        ``conn`` must already see the nodes' ancestors."""
+        out: list[TurnMetrics] = []
+        for node in nodes:
+            if node.kind != "turn":
+                continue
+            cached = self._states.get(node.dialogue_id)
+            if cached is not None and cached[0] == node.parent_id:
+                state = cached[1]
+                self._states.move_to_end(node.dialogue_id)
+            else:
+                state = state_after(conn, node.parent_id)
+                self.rebuilds += 1
+            out.append(state.advance(node.id, node.dialogue_id, node.speaker, node.content))
+            self._states[node.dialogue_id] = (node.id, state)
+            if len(self._states) > self.capacity:
+                self._states.popitem(last=False)
+        return out
+
+    def forget(self, dialogue_id: str) -> None:
+        """Drop a finished dialogue's state (it would be rebuilt if the dialogue continued)."""
+        self._states.pop(dialogue_id, None)
+
+
+_COLUMNS = [name for name in TurnMetrics.__dataclass_fields__]
+_INSERT = (
+    f"INSERT INTO turn_metrics ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) "
+    "ON CONFLICT DO NOTHING"
+)
+
+
+def insert_metrics(conn: Connection, rows: Sequence[TurnMetrics]) -> None:
+    if rows:
+        conn.exec_driver_sql(_INSERT, [tuple(getattr(r, c) for c in _COLUMNS) for r in rows])
+
+
+def backfill(conn: Connection) -> int:
+    """Compute metrics for every stored turn that has none (a database from before metrics):
+    each dialogue's tree is walked once from its root, a branch copying its parent's state."""
+    rows = conn.execute(
+        text(
+            "SELECT n.id, n.dialogue_id, n.parent_id, n.speaker, n.kind, n.content FROM node n "
+            "WHERE n.kind IN ('opening', 'turn') ORDER BY n.dialogue_id, n.rowid"
+        )
+    ).all()
+    children: dict[str | None, list[tuple[str, str, str, str, str]]] = {}
+    for node_id, dialogue_id, parent_id, speaker, kind, content in rows:
+        children.setdefault(parent_id, []).append((node_id, dialogue_id, speaker, kind, content))
+    done = {r[0] for r in conn.execute(text("SELECT node_id FROM turn_metrics"))}
+    out: list[TurnMetrics] = []
+    stack: list[tuple[str, PathState]] = []
+    for root in children.get(None, []):
+        stack.append((root[0], PathState()))
+    while stack:
+        node_id, state = stack.pop()
+        kids = children.get(node_id, [])
+        for i, (child_id, dialogue_id, speaker, kind, content) in enumerate(kids):
+            # The last child may take the state over; the others need their own copy.
+            child_state = state if i == len(kids) - 1 else state.copy()
+            if kind == "turn":
+                metrics = child_state.advance(child_id, dialogue_id, speaker, content)
+                if child_id not in done:
+                    out.append(metrics)
+            stack.append((child_id, child_state))
+    insert_metrics(conn, out)
+    return len(out)
