@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +25,17 @@ from clonechat.store.database import DEFAULT_DB
 
 #: Rows a terminal table shows before it says how many more there are.
 TABLE_ROWS = 1000
+
+
+def _run(fn: Callable[[], None]) -> None:
+    """``report_errors`` for commands whose output is often piped: a reader that stops early
+    (``| head``) ends the command quietly instead of with a traceback."""
+    try:
+        report_errors(fn)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(0) from None
 
 
 class OutputFormat(StrEnum):
@@ -56,9 +68,11 @@ def print_rows(columns: list[str], rows: Iterable[tuple[Any, ...]], fmt: OutputF
             )
         sys.stdout.write("\n]\n" if count else "]\n")
         return count
+    # One line per row, as sqlite3 prints: cut with an ellipsis to fit a terminal; in full
+    # when piped (a file has no width).
     table = Table(box=None, header_style="bold")
     for column in columns:
-        table.add_column(escape(column), overflow="fold")
+        table.add_column(escape(column), no_wrap=True, overflow="ellipsis", min_width=min(len(column), 12))
     more = 0
     for row in rows:
         count += 1
@@ -67,6 +81,8 @@ def print_rows(columns: list[str], rows: Iterable[tuple[Any, ...]], fmt: OutputF
         else:
             more += 1
     console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=Console(width=1_000_000).measure(table).maximum)
     console.print(table)
     if more:
         console.print(f"... {more} more rows (use --format csv or json, or a LIMIT)", style="dim")
@@ -106,7 +122,7 @@ def query(
             result = sql.run(conn, statement, params)
             print_rows(result.columns, result.rows, fmt)
 
-    report_errors(go)
+    _run(go)
 
 
 @app.command()
@@ -146,7 +162,7 @@ def search(
             f"({len(hits)} message{'s' if len(hits) != 1 else ''}; 'clonechat show ID' for a dialogue)", style="dim"
         )
 
-    report_errors(go)
+    _run(go)
 
 
 @app.command()
@@ -167,7 +183,7 @@ def keywords(
             result = keyword_rates(conn, words or DEFAULT_KEYWORDS, experiment=experiment)
             print_rows(result.columns, result.rows, fmt)
 
-    report_errors(go)
+    _run(go)
 
 
 class ExportFormat(StrEnum):
@@ -197,7 +213,7 @@ def export(
         for file in summary.files:
             console.print(f"  {escape(str(file))}")
 
-    report_errors(go)
+    _run(go)
 
 
 @app.command()

@@ -226,9 +226,10 @@ def _write_markdown(path: Path, tables: dict[str, tuple[list[str], list[tuple[An
             label = f"**{who}**" + (f" · turn {n['turn_index']}" if n["turn_index"] else " · opening")
             if n["model"] == "researcher-edit":
                 label += " · edited by the researcher"
-            lines += [label, "", _quote(n["content"]), ""]
-            for p in side.get(n["id"], []):
-                lines += [f"*{p['variant']} prediction by {p['speaker']}:* {' '.join(p['content'].split())}", ""]
+            lines += [label, ""]
+            for p in side.get(n["id"], []):  # made before the turn was written
+                lines += [f"*predicted by {p['speaker']} ({p['variant']}):* {' '.join(p['content'].split())}", ""]
+            lines += [_quote(n["content"]), ""]
         for n in others:
             what = n["kind"] + (f" {n['variant']}" if n["variant"] else "")
             lines += [f"*{what}, {n['speaker']}:*", "", _quote(n["content"]), ""]

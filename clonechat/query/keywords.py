@@ -2,7 +2,7 @@
 clone pairs drift into talk of consciousness, eternity, dance, 🌀?").
 
 One SQL statement over ``v_turn`` (the dialogue's current conversation, agent turns only),
-taking the keywords as a JSON list, so the same text runs in ``clonechat keywords``, in
+taking the keywords as a JSON list (and ``:experiment``, empty or NULL for all), so the same text runs in ``clonechat keywords``, in
 ``clonechat query``, in Datasette (which asks for ``:keywords`` and ``:experiment`` in a form)
 and in pandas. Matching is a case-insensitive substring count (SQLite's ``lower`` folds ASCII
 only): ``dance`` also counts ``dancer``; use ``clonechat search`` for whole words.
@@ -20,7 +20,7 @@ DEFAULT_KEYWORDS = ("consciousness", "eternal", "dance", "🌀")
 
 KEYWORD_RATE_SQL = """\
 WITH keyword(word) AS (SELECT value FROM json_each(:keywords)),
-turn AS (SELECT * FROM v_turn WHERE on_head AND (:experiment IS NULL OR experiment = :experiment))
+turn AS (SELECT * FROM v_turn WHERE on_head AND coalesce(:experiment, '') IN ('', experiment))
 SELECT t.experiment, t.condition, t.dialogue_id, k.word AS keyword,
        count(*) AS turns,
        sum(instr(lower(t.content), lower(k.word)) > 0) AS turns_with,

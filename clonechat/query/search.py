@@ -97,7 +97,8 @@ def search(
     try:
         rows = conn.execute(sql, params).fetchall()
     except QueryError as exc:
-        if "fts5" in str(exc) or "syntax" in str(exc):
+        if not (literal or is_literal(query)) and str(exc).startswith("SQL error"):
+            # The statement is ours; what SQLite rejects is the query string.
             raise QueryError(
                 f"search {query!r}: not a valid full-text query ({str(exc).removeprefix('SQL error: ')}); "
                 "put words with punctuation in double quotes, or use --literal"

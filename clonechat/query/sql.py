@@ -214,8 +214,11 @@ def run(conn: ReadOnlyConnection, sql: str, params: Mapping[str, Any] | Sequence
     columns = [d[0] for d in cursor.description or ()]
 
     def rows() -> Iterator[tuple[Any, ...]]:
+        # Not ``yield from``: that would close the cursor when an abandoned generator is
+        # collected, after the connection it belongs to may already be closed.
         try:
-            yield from cursor
+            for row in cursor:
+                yield row
         except sqlite3.Error as exc:
             raise conn._error(exc) from None
 

@@ -168,7 +168,7 @@ CREATE TABLE turn_metrics (
 );
 CREATE INDEX ix_turn_metrics_dialogue_id ON turn_metrics (dialogue_id);
 CREATE VIRTUAL TABLE node_fts USING fts5(
-    content, content='node', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
+    content, content="node", content_rowid="rowid", tokenize="unicode61 remove_diacritics 2"
 );
 CREATE TRIGGER node_fts_insert AFTER INSERT ON node BEGIN
     INSERT INTO node_fts (rowid, content) VALUES (new.rowid, new.content);

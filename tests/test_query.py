@@ -1,0 +1,608 @@
+"""Querying a run database made by a real run on the embedded model (a batch with prediction,
+self-prediction and coordination; a researcher's fork continued live; a dialogue resumed by a
+second batch): the views, the read-only guarantee, full-text search in sync, keyword rates,
+exports that read back to the same rows, the pandas API, and every documented example query,
+in clonechat and in Datasette."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import sqlite3
+import sys
+import urllib.parse
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from typer.testing import CliRunner
+
+from clonechat.analysis.load import load_report_data
+from clonechat.branching import fork_with_edit
+from clonechat.cli import app
+from clonechat.query import export as export_module
+from clonechat.query import sql
+from clonechat.query.keywords import KEYWORD_RATE_SQL
+from clonechat.store import turn_metrics
+from clonechat.store.database import Database
+from clonechat.tui.live import LiveDialogue, UiEvent
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+SPEC = """\
+name = "qa"
+replicates = 2
+max_turns = 4
+seed = 23
+concurrency = 2
+model_a = "local"
+
+[params]
+max_tokens = 24
+
+[prediction]
+self_predict = true
+
+[coordination]
+tasks = ["number", "colour"]
+when = "both"
+max_tokens = 10
+
+[[conditions]]
+template = "clone-aware"
+
+[[conditions]]
+template = "no-frame"
+"""
+
+EDIT = "The spiral 🌀 turns: zyxwvutq eternal dance, dance, dance."
+
+
+@dataclass(frozen=True)
+class Run:
+    db: Path
+    spec: Path
+    forked: str  # dialogue with a fork continued live
+    edit_id: str
+    resumed: str  # dialogue continued by a second batch
+
+
+def cli(*args: str | Path) -> str:
+    result = CliRunner().invoke(app, list(map(str, args)))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def rows(db: Path, query: str, params: Any = ()) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(db)) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+async def _ignore(_event: UiEvent) -> None:
+    pass
+
+
+async def _fork_and_continue(db_path: Path, dialogue_id: str) -> str:
+    db = Database.open(db_path)
+    try:
+        (turn2,) = rows(db_path, "SELECT id FROM node WHERE dialogue_id = ? AND turn_index = 2", (dialogue_id,))[0:1]
+        edit = await fork_with_edit(db, turn2[0], EDIT)
+        await LiveDialogue(db, _ignore).resume(dialogue_id, edit.id)
+        return edit.id
+    finally:
+        db.close()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    folder = tmp_path_factory.mktemp("query")
+    spec, db = folder / "qa.toml", folder / "runs.db"
+    spec.write_text(SPEC)
+    cli("batch", spec, "--db", db)
+    ids = [r[0] for r in rows(db, "SELECT id FROM dialogue ORDER BY id")]
+    forked, resumed = ids[0], ids[1]
+    edit_id = anyio.run(_fork_and_continue, db, forked)
+    # A crash left `resumed` interrupted with turns to go: the batch continues it.
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("UPDATE dialogue SET status = 'interrupted', max_turns = 6 WHERE id = ?", (resumed,))
+        conn.commit()
+    cli("batch", spec, "--db", db)
+    cli("score", "qa", "--scorer", "chrf", "--db", db)
+    return Run(db, spec, forked, edit_id, resumed)
+
+
+def containing(db: Path, text: str) -> list[str]:
+    """Ids of the nodes whose content contains ``text`` (the model may echo the edit's words)."""
+    return [r[0] for r in rows(db, "SELECT id FROM node WHERE instr(content, ?) > 0 ORDER BY rowid", (text,))]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def head_path(db: Path, dialogue_id: str) -> list[tuple[str, int, str, str]]:
+    """The head conversation walked in Python: (id, turn_index, speaker, content), root first."""
+    nodes = {r[0]: r for r in rows(db, "SELECT id, parent_id, turn_index, speaker, content FROM node")}
+    (head,) = rows(db, "SELECT head_node_id FROM dialogue WHERE id = ?", (dialogue_id,))[0]
+    out = []
+    while head is not None:
+        node_id, parent, turn, speaker, content = nodes[head]
+        out.append((node_id, turn, speaker, content))
+        head = parent
+    return out[::-1]
+
+
+# --- the run itself -------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_the_run_has_a_fork_and_a_resumed_dialogue(run: Run) -> None:
+    (edit,) = rows(run.db, "SELECT speaker, kind, model FROM node WHERE id = ?", (run.edit_id,))
+    assert edit[1] == "turn" and edit[2] == "researcher-edit"
+    below = rows(run.db, "SELECT count(*) FROM node WHERE parent_id = ? AND kind = 'turn'", (run.edit_id,))
+    assert below == [(1,)], "the fork was continued live"
+    assert rows(run.db, "SELECT status, max_turns FROM dialogue WHERE id = ?", (run.resumed,)) == [("completed", 6)]
+    assert len([n for n in head_path(run.db, run.resumed) if n[1] > 0]) == 6
+
+
+# --- views ------------------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_v_dialogue_names_and_lengths(run: Run) -> None:
+    got = {
+        r[0]: r[1:]
+        for r in rows(run.db, "SELECT dialogue_id, experiment, condition, turns, turn_nodes FROM v_dialogue")
+    }
+    assert len(got) == 4
+    for dialogue_id, (experiment, condition, turns, turn_nodes) in got.items():
+        assert experiment == "qa" and condition in ("clone-aware", "no-frame")
+        assert turns == len(head_path(run.db, dialogue_id)) - 1
+        (count,) = rows(run.db, "SELECT count(*) FROM node WHERE dialogue_id = ? AND kind = 'turn'", (dialogue_id,))[0]
+        assert turn_nodes == count
+    assert got[run.resumed][2] == 6
+    assert got[run.forked][3] > got[run.forked][2], "the fork's turns count among turn_nodes"
+
+
+@pytest.mark.model
+def test_v_path_lists_every_branch_and_marks_the_head(run: Run) -> None:
+    paths = rows(
+        run.db, "SELECT path_id, is_head, node_id FROM v_path WHERE dialogue_id = ? ORDER BY turn_index", (run.forked,)
+    )
+    by_path: dict[str, list[str]] = {}
+    heads = set()
+    for path_id, is_head, node_id in paths:
+        by_path.setdefault(path_id, []).append(node_id)
+        if is_head:
+            heads.add(path_id)
+    assert len(by_path) == 2, "the original conversation and the fork"
+    (head,) = heads
+    assert by_path[head] == [n[0] for n in head_path(run.db, run.forked)]
+    assert run.edit_id in by_path[head]
+    other = next(p for p in by_path if p != head)
+    assert by_path[other][:2] == by_path[head][:2], "branches share the prefix above the fork"
+    assert run.edit_id not in by_path[other]
+
+
+@pytest.mark.model
+def test_v_turn_flattens_every_turn_with_context_and_metrics(run: Run) -> None:
+    turns = rows(
+        run.db,
+        "SELECT node_id, experiment, condition, speaker, model, edited, on_head, words, vocabulary FROM v_turn",
+    )
+    assert len(turns) == rows(run.db, "SELECT count(*) FROM node WHERE kind = 'turn'")[0][0]
+    assert all(t[1] == "qa" and t[3] in ("A", "B") and t[7] is not None and t[8] is not None for t in turns)
+    on_head = {t[0] for t in turns if t[6]}
+    expected = {n[0] for d in rows(run.db, "SELECT id FROM dialogue") for n in head_path(run.db, d[0]) if n[1] > 0}
+    assert on_head == expected
+    assert [t[0] for t in turns if t[5]] == [run.edit_id]
+    assert all(t[4] for t in turns)
+
+
+@pytest.mark.model
+def test_v_prediction_pairs_each_score_with_its_shuffled_control(run: Run) -> None:
+    got = rows(
+        run.db,
+        "SELECT prediction_id, target_id, variant, scorer, version, value, shuffled_value "
+        "FROM v_prediction WHERE scorer = 'chrf'",
+    )
+    predictions = rows(run.db, "SELECT id, target_node_id, variant FROM node WHERE kind = 'prediction'")
+    assert {(p, t, v) for p, t, v, *_ in got} == set(predictions)
+    for prediction, _target, _variant, _scorer, version, value, shuffled in got:
+        assert rows(
+            run.db,
+            "SELECT value FROM score WHERE node_id = ? AND scorer = 'chrf' AND version = ?",
+            (prediction, version),
+        ) == [(value,)]
+        control = rows(
+            run.db,
+            "SELECT value FROM score WHERE node_id = ? AND scorer = 'chrf~shuffled' AND version = ?",
+            (prediction, version),
+        )
+        assert control == [(shuffled,)]
+    assert not rows(run.db, "SELECT 1 FROM v_prediction WHERE scorer LIKE '%~shuffled'")
+
+
+@pytest.mark.model
+def test_v_coordination_agrees_with_the_report(run: Run) -> None:
+    got = {
+        (d, t, p): (a, b, m)
+        for d, t, p, a, b, m in rows(
+            run.db, "SELECT dialogue_id, task, phase, answer_a, answer_b, matched FROM v_coordination"
+        )
+    }
+    with Database.open(run.db, create=False) as db:
+        pairs = load_report_data(db, "qa").coordination
+    assert len(got) == len(pairs) == 4 * 2 * 2
+    for pair in pairs:
+        assert got[(pair.dialogue_id, pair.task, pair.phase)] == (pair.answer_a, pair.answer_b, int(pair.match))
+
+
+# --- turn metrics ----------------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_metrics_stored_live_equal_metrics_replayed_from_the_tree(run: Run, tmp_path: Path) -> None:
+    """Metrics computed as turns were stored (writer cache, resume in a new process, the fork)
+    are exactly what a replay of each dialogue's tree gives."""
+    copy = tmp_path / "copy.db"
+    shutil.copy(run.db, copy)
+    live = rows(copy, "SELECT * FROM turn_metrics ORDER BY node_id")
+    assert len(live) == rows(copy, "SELECT count(*) FROM node WHERE kind = 'turn'")[0][0]
+    with closing(sqlite3.connect(copy)) as conn:
+        conn.execute("DELETE FROM turn_metrics")
+        conn.commit()
+    with Database.open(copy) as db:
+        db.write(turn_metrics.backfill)
+    assert rows(copy, "SELECT * FROM turn_metrics ORDER BY node_id") == live
+
+
+@pytest.mark.model
+def test_an_old_database_is_upgraded_with_metrics_and_a_search_index(run: Run, tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    shutil.copy(run.db, old)
+    with closing(sqlite3.connect(old)) as conn:
+        for name, kind in conn.execute(
+            "SELECT name, type FROM sqlite_master WHERE type IN ('view', 'trigger')"
+        ).fetchall():
+            conn.execute(f"DROP {kind.upper()} {name}")
+        conn.execute("DROP TABLE node_fts")
+        conn.execute("DROP TABLE turn_metrics")
+        conn.execute("DELETE FROM clonechat_migrations WHERE version > 3")
+        conn.commit()
+    Database.open(old).close()
+    assert rows(old, "SELECT * FROM turn_metrics ORDER BY node_id") == rows(
+        run.db, "SELECT * FROM turn_metrics ORDER BY node_id"
+    )
+    found = rows(
+        old, "SELECT n.id FROM node_fts JOIN node n ON n.rowid = node_fts.rowid WHERE node_fts MATCH 'zyxwvutq'"
+    )
+    assert sorted(r[0] for r in found) == sorted(containing(old, "zyxwvutq"))
+    assert run.edit_id in {r[0] for r in found}
+
+
+# --- read-only ----------------------------------------------------------------------------------
+
+WRITES = [
+    ("INSERT INTO experiment (id, name, created_at) VALUES ('x', 'x', 'x')", "refused INSERT on experiment"),
+    ("UPDATE node SET content = 'gone'", "refused UPDATE on node"),
+    ("DELETE FROM node", "refused DELETE on node"),
+    ("REPLACE INTO experiment (id, name, created_at) VALUES ('x', 'x', 'x')", "refused INSERT on experiment"),
+    ("WITH x AS (SELECT 1) DELETE FROM score", "refused DELETE on score"),
+    ("DROP TABLE node", "refused DROP TABLE node"),
+    ("DROP VIEW v_turn", "refused DROP VIEW v_turn"),
+    ("DROP TABLE node_fts", "refused DROP VTABLE node_fts"),
+    ("DROP TRIGGER node_fts_insert", "refused DROP TRIGGER node_fts_insert"),
+    ("DROP INDEX ix_node_parent_id", "refused DROP INDEX ix_node_parent_id"),
+    ("CREATE TABLE t (x)", "refused CREATE TABLE t"),
+    ("CREATE TEMP TABLE t (x)", "refused CREATE TEMP TABLE t"),
+    ("CREATE INDEX i ON node (content)", "refused CREATE INDEX i"),
+    ("CREATE VIEW v AS SELECT 1", "refused CREATE VIEW v"),
+    ("ALTER TABLE node ADD COLUMN x", "refused ALTER TABLE"),
+    ("ATTACH DATABASE ':memory:' AS other", "refused ATTACH"),
+    ("DETACH DATABASE main", "refused DETACH"),
+    ("VACUUM", "refused VACUUM"),
+    ("REINDEX", "refused REINDEX"),
+    ("ANALYZE", "refused CREATE TABLE sqlite_stat1"),  # its first step
+    ("BEGIN", "refused a transaction"),
+    ("SAVEPOINT s", "refused SAVEPOINT"),
+    ("PRAGMA journal_mode = DELETE", "refused PRAGMA journal_mode = DELETE"),
+    ("PRAGMA query_only = 0", "refused PRAGMA query_only = 0"),
+    ("PRAGMA user_version = 7", "refused PRAGMA user_version = 7"),
+    ("PRAGMA writable_schema = 1", "refused PRAGMA writable_schema = 1"),
+    ("INSERT INTO node_fts (node_fts) VALUES ('delete-all')", "refused INSERT on node_fts"),
+    ("UPDATE sqlite_master SET sql = ''", "refused"),
+    ("SELECT 1; DELETE FROM node", "one SQL statement at a time"),
+]
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(("statement", "message"), WRITES, ids=[w[0][:30] for w in WRITES])
+def test_every_write_is_refused_and_the_file_is_unchanged(run: Run, statement: str, message: str) -> None:
+    before = digest(run.db)
+    result = CliRunner().invoke(app, ["query", statement, "--db", str(run.db)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ") and message in line, line
+    assert digest(run.db) == before
+    wal = run.db.with_name(run.db.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+@pytest.mark.model
+def test_query_prints_table_csv_and_json(run: Run) -> None:
+    statement = "SELECT dialogue_id, turns FROM v_dialogue WHERE turns >= :n ORDER BY dialogue_id"
+    expected = rows(run.db, "SELECT id, 0 FROM dialogue ORDER BY id")
+    as_json = json.loads(cli("query", statement, "-p", "n=4", "--format", "json", "--db", run.db))
+    assert [r["dialogue_id"] for r in as_json] == [e[0] for e in expected]
+    as_csv = cli("query", statement, "-p", "n=6", "--format", "csv", "--db", run.db).splitlines()
+    assert as_csv == ["dialogue_id,turns", f"{run.resumed},6"]
+    table = cli("query", statement, "-p", "n=4", "--db", run.db)
+    assert all(e[0] in table for e in expected) and "(4 rows)" in table
+
+
+def test_query_on_a_missing_or_foreign_file_is_one_line(tmp_path: Path) -> None:
+    for path, message in [
+        (tmp_path / "none.db", "no database at"),
+        (tmp_path, "is a directory"),
+    ]:
+        result = CliRunner().invoke(app, ["query", "SELECT 1", "--db", str(path)])
+        assert result.exit_code == 1 and message in result.output, result.output
+    other = tmp_path / "other.db"
+    with closing(sqlite3.connect(other)) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    result = CliRunner().invoke(app, ["query", "SELECT 1", "--db", str(other)])
+    assert result.exit_code == 1 and "not a clonechat one" in result.output
+    assert not (tmp_path / "none.db").exists()
+
+
+# --- full-text search ------------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_the_index_is_in_sync_after_the_batch_the_fork_and_the_resume(run: Run) -> None:
+    with closing(sqlite3.connect(run.db)) as conn:
+        # FTS5 compares the index with node.content, row by row; an error means out of sync.
+        conn.execute("INSERT INTO node_fts (node_fts, rank) VALUES ('integrity-check', 1)")
+        assert (
+            conn.execute("SELECT count(*) FROM node_fts").fetchone()
+            == conn.execute("SELECT count(*) FROM node").fetchone()
+        )
+    # Every turn stored by the resume (a second process) and below the fork can be found by a word of it.
+    late = rows(
+        run.db,
+        "SELECT id, content FROM node WHERE kind = 'turn' AND (dialogue_id = ? AND turn_index > 4 OR parent_id = ?)",
+        (run.resumed, run.edit_id),
+    )
+    assert len(late) == 3
+    with sql.read_only(run.db) as conn:
+        for node_id, content in late:
+            word = max(re.findall(r"[A-Za-z]{4,}", content), key=len)
+            found = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT n.id FROM node_fts JOIN node n ON n.rowid = node_fts.rowid WHERE node_fts MATCH ?",
+                    (f'"{word}"',),
+                )
+            }
+            assert node_id in found, word
+
+
+@pytest.mark.model
+def test_search_command(run: Run) -> None:
+    out = cli("search", "zyxwvutq", "--db", run.db)
+    hits = containing(run.db, "zyxwvutq")
+    assert "zyxwvutq" in out and run.forked[:10] in out and f"({len(hits)} message" in out
+    as_json = json.loads(cli("search", "zyxwvutq OR eternal", "--format", "json", "--db", run.db))
+    assert run.edit_id in {h["node_id"] for h in as_json}
+    assert json.loads(cli("search", "zyxwvutq", "--experiment", "other", "--format", "json", "--db", run.db)) == []
+    emoji = json.loads(cli("search", "🌀", "--format", "json", "--db", run.db))
+    assert [h["node_id"] for h in emoji] == containing(run.db, "🌀") and run.edit_id in containing(run.db, "🌀")
+    only_predictions = json.loads(cli("search", "the", "--kind", "prediction", "--format", "json", "--db", run.db))
+    assert only_predictions and {h["kind"] for h in only_predictions} == {"prediction"}
+    bad = CliRunner().invoke(app, ["search", 'what"s', "--db", str(run.db)])
+    assert bad.exit_code == 2 and "not a valid full-text query" in bad.output
+
+
+# --- keyword rates ----------------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_keyword_rates_match_a_count_in_python(run: Run) -> None:
+    words = ["dance", "🌀", "the"]
+    got = json.loads(cli("keywords", *words, "--experiment", "qa", "--format", "json", "--db", run.db))
+    assert len(got) == 4 * len(words)
+    for row in got:
+        turns = [n for n in head_path(run.db, row["dialogue_id"]) if n[1] > 0]
+        texts = [n[3].lower() for n in turns]
+        word = row["keyword"]
+        assert row["turns"] == len(turns)
+        assert row["turns_with"] == sum(word in t for t in texts)
+        assert row["occurrences"] == sum(t.count(word) for t in texts)
+    forked = {r["keyword"]: r for r in got if r["dialogue_id"] == run.forked}
+    assert forked["dance"]["occurrences"] >= 3 and forked["🌀"]["occurrences"] >= 1
+    assert json.loads(cli("keywords", "dance", "--experiment", "nope", "--format", "json", "--db", run.db)) == []
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def stored(db: Path, table: str) -> list[dict[str, Any]]:
+    with closing(sqlite3.connect(db)) as conn:
+        conn.row_factory = sqlite3.Row
+        query = export_module._ROWS[table]
+        experiment = conn.execute("SELECT id FROM experiment WHERE name = 'qa'").fetchone()[0]
+        return [dict(r) for r in conn.execute(query, {"e": experiment})]
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_table_exports_read_back_to_the_same_rows(run: Run, tmp_path: Path, fmt: str) -> None:
+    out = cli("export", "qa", "--format", fmt, "--out", tmp_path, "--db", run.db)
+    assert "4 dialogues of qa exported" in out
+    for table in export_module.TABLES:
+        expected = stored(run.db, table)
+        assert expected, table
+        assert export_module.read_table(tmp_path / f"{table}.{fmt}") == expected, table
+
+
+@pytest.mark.model
+def test_jsonl_export_reads_back_to_the_same_rows(run: Run, tmp_path: Path) -> None:
+    cli("export", "qa", "--format", "jsonl", "--out", tmp_path, "--db", run.db)
+    lines = [json.loads(line) for line in (tmp_path / "qa.jsonl").read_text().splitlines()]
+    assert [d["dialogue"]["id"] for d in lines] == [r["id"] for r in stored(run.db, "dialogue")]
+
+    def as_stored(table: str, record: dict[str, Any]) -> dict[str, Any]:
+        return {k: json.dumps(v) if k in export_module.JSON_COLUMNS.get(table, ()) else v for k, v in record.items()}
+
+    for key, table in [("nodes", "node"), ("scores", "score"), ("turn_metrics", "turn_metrics")]:
+        exported = [as_stored(table, r) for d in lines for r in d[key]]
+        db_rows = stored(run.db, table)
+        key_of = "id" if table != "turn_metrics" else "node_id"
+        assert sorted(exported, key=lambda r: r[key_of]) == sorted(db_rows, key=lambda r: r[key_of]), table
+    for d in lines:
+        hashes = {p["hash"] for p in d["prompts"]}
+        assert {
+            d["dialogue"]["system_prompt_a"],
+            d["dialogue"]["system_prompt_b"],
+            d["dialogue"]["opening_prompt"],
+        } == hashes
+        assert d["experiment"]["name"] == "qa" and d["condition"]["id"] == d["dialogue"]["condition_id"]
+
+
+@pytest.mark.model
+def test_markdown_export_is_each_conversation_in_order(run: Run, tmp_path: Path) -> None:
+    cli("export", "qa", "--format", "markdown", "--out", tmp_path, "--db", run.db)
+    text = (tmp_path / "qa.md").read_text()
+    for (dialogue_id,) in rows(run.db, "SELECT id FROM dialogue"):
+        at = text.index(dialogue_id)
+        for _node, _turn, _speaker, content in head_path(run.db, dialogue_id):
+            first_line = content.splitlines()[0] if content.strip() else ""
+            if first_line:
+                found = text.index(first_line, at)
+                assert found > at
+                at = found
+    assert "edited by the researcher" in text and "predicted by" in text
+
+
+@pytest.mark.model
+def test_parquet_without_pyarrow_says_how_to_get_it(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    result = CliRunner().invoke(
+        app, ["export", "qa", "--format", "parquet", "--out", str(tmp_path / "x"), "--db", str(run.db)]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "error: Parquet export needs pyarrow, an optional extra: "
+        "pip install 'clonechat[parquet]' (or uv sync --extra parquet)"
+    )
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_of_an_unknown_experiment(run_free_db: Path) -> None:
+    result = CliRunner().invoke(app, ["export", "nope", "--db", str(run_free_db)])
+    assert result.exit_code == 1 and "no experiment 'nope'" in result.output
+
+
+@pytest.fixture
+def run_free_db(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.db"
+    Database.open(path).close()
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("INSERT INTO experiment (id, name, created_at) VALUES ('E', 'adhoc', '2026-01-01 00:00:00')")
+        conn.commit()
+    return path
+
+
+# --- pandas -------------------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_open_run_db_gives_the_views_as_dataframes(run: Run) -> None:
+    import clonechat
+    from clonechat.errors import QueryError
+
+    with clonechat.open_run_db(run.db) as r:
+        assert len(r.dialogues) == 4 and set(r.dialogues.dialogue_id) == {
+            x[0] for x in rows(run.db, "SELECT id FROM dialogue")
+        }
+        turns = r.turns
+        assert len(turns) == rows(run.db, "SELECT count(*) FROM node WHERE kind = 'turn'")[0][0]
+        assert str(turns.created_at.dtype).startswith("datetime64") and str(turns.created_at.dt.tz) == "UTC"
+        assert len(r.predictions) == rows(run.db, "SELECT count(*) FROM v_prediction")[0][0]
+        assert len(r.scores) == rows(run.db, "SELECT count(*) FROM score")[0][0]
+        assert len(r.coordination) == 16
+        assert list(r.sql("SELECT count(*) AS n FROM node WHERE dialogue_id = :d", {"d": run.forked}).n) == [
+            rows(run.db, "SELECT count(*) FROM node WHERE dialogue_id = ?", (run.forked,))[0][0]
+        ]
+        with pytest.raises(QueryError, match="refused DELETE on node"):
+            r.sql("DELETE FROM node")
+
+
+def test_open_run_db_without_pandas_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch, run_free_db: Path) -> None:
+    import clonechat
+    from clonechat.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'clonechat\[pandas\]'"):
+        clonechat.open_run_db(run_free_db)
+
+
+# --- documented queries ---------------------------------------------------------------------------
+
+
+def documented_queries() -> list[str]:
+    return re.findall(r"```sql\n(.*?)```", (DOCS / "querying.md").read_text(), re.S)
+
+
+def example_params(run: Run, query: str) -> dict[str, str]:
+    values = {
+        "dialogue": run.forked,
+        "words": "zyxwvutq OR eternal",
+        "keywords": json.dumps(["dance", "🌀"]),
+        "experiment": "qa",
+    }
+    return {name: values[name] for name in set(re.findall(r":(\w+)", query))}
+
+
+def test_the_keyword_query_is_documented_verbatim() -> None:
+    assert KEYWORD_RATE_SQL + "\n" in documented_queries()
+
+
+@pytest.mark.model
+def test_every_documented_query_runs_read_only(run: Run) -> None:
+    queries = documented_queries()
+    assert len(queries) >= 10
+    with sql.read_only(run.db) as conn:
+        for query in queries:
+            result = sql.run(conn, query, example_params(run, query))
+            assert result.columns
+            list(result.rows)
+        (forks,) = [q for q in queries if "researcher-edit" in q]
+        assert len(list(sql.run(conn, forks).rows)) == 1, "the fork appears in the forks query"
+
+
+@pytest.mark.model
+def test_every_documented_query_runs_in_datasette(run: Run) -> None:
+    from datasette.app import Datasette
+
+    async def check() -> None:
+        ds = Datasette([str(run.db)])
+        name = run.db.stem
+        for query in documented_queries():
+            params = {"sql": query, "_shape": "array", **example_params(run, query)}
+            response = await ds.client.get(f"/{name}.json?" + urllib.parse.urlencode(params))
+            assert response.status_code == 200, (query, response.text[:300])
+            assert isinstance(response.json(), list)
+        # The node table's search box uses the FTS index (Datasette finds it itself).
+        response = await ds.client.get(f"/{name}/node.json?_search=zyxwvutq&_shape=array")
+        assert sorted(r["id"] for r in response.json()) == sorted(containing(run.db, "zyxwvutq"))
+
+    anyio.run(check, backend="asyncio")
