@@ -29,10 +29,11 @@ def test_mypy_strict() -> None:
 
 
 def test_core_never_imports_textual() -> None:
-    """The engine, store and providers are usable without the TUI."""
+    """The engine, store, providers and the query layer are usable without the TUI."""
     code = (
         "import sys, clonechat.engine.dialogue, clonechat.store.writer, clonechat.store.reads, "
-        "clonechat.providers.embedded, clonechat.session; "
+        "clonechat.providers.embedded, clonechat.session, clonechat.query.sql, clonechat.query.search, "
+        "clonechat.query.keywords, clonechat.query.export, clonechat.query.frames, clonechat.store.schema_doc; "
         "sys.exit(1 if any(m == 'textual' or m.startswith('textual.') for m in sys.modules) else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0

@@ -468,11 +468,9 @@ def test_jsonl_export_reads_back_to_the_same_rows(run: Run, tmp_path: Path) -> N
         assert sorted(exported, key=lambda r: r[key_of]) == sorted(db_rows, key=lambda r: r[key_of]), table
     for d in lines:
         hashes = {p["hash"] for p in d["prompts"]}
-        assert {
-            d["dialogue"]["system_prompt_a"],
-            d["dialogue"]["system_prompt_b"],
-            d["dialogue"]["opening_prompt"],
-        } == hashes
+        own = {d["dialogue"]["system_prompt_a"], d["dialogue"]["system_prompt_b"], d["dialogue"]["opening_prompt"]}
+        # ... and the prediction and coordination prompts its settings name.
+        assert own < hashes and all(h in json.dumps(d["dialogue"]["settings"]) for h in hashes - own)
         assert d["experiment"]["name"] == "qa" and d["condition"]["id"] == d["dialogue"]["condition_id"]
 
 

@@ -26,10 +26,13 @@ from typing import Any, Literal
 from sqlmodel import SQLModel
 
 import clonechat.store.models  # noqa: F401  (registers the tables in SQLModel.metadata)
+from clonechat.branching import EDIT_MODEL
 from clonechat.errors import MissingExtraError, NotFoundError
 from clonechat.query.sql import ReadOnlyConnection
 
 ExportFormat = Literal["jsonl", "csv", "parquet", "markdown"]
+#: A table's column names and rows.
+Rows = tuple[list[str], list[tuple[Any, ...]]]
 FORMATS: tuple[ExportFormat, ...] = ("jsonl", "csv", "parquet", "markdown")
 TABLES = ("experiment", "condition", "dialogue", "node", "score", "turn_metrics", "prompt")
 JSON_COLUMNS = {"condition": ("settings",), "dialogue": ("settings",), "node": ("params",), "score": ("detail",),
@@ -73,7 +76,7 @@ def _experiment_id(conn: ReadOnlyConnection, name: str) -> str:
     return str(row[0])
 
 
-def table_rows(conn: ReadOnlyConnection, table: str, experiment_id: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+def table_rows(conn: ReadOnlyConnection, table: str, experiment_id: str) -> Rows:
     """A table's rows for one experiment, as stored."""
     cursor = conn.execute(_ROWS[table], {"e": experiment_id})
     return [d[0] for d in cursor.description], cursor.fetchall()
@@ -150,7 +153,7 @@ def _grouped(table: str, columns: list[str], rows: list[tuple[Any, ...]], key: s
     return out
 
 
-def _dialogue_records(tables: dict[str, tuple[list[str], list[tuple[Any, ...]]]]) -> Iterator[dict[str, Any]]:
+def _dialogue_records(tables: dict[str, Rows]) -> Iterator[dict[str, Any]]:
     experiment = _with_json("experiment", tables["experiment"][0], tables["experiment"][1][0])
     conditions = {
         r["id"]: r for r in (_with_json("condition", tables["condition"][0], row) for row in tables["condition"][1])
@@ -165,19 +168,27 @@ def _dialogue_records(tables: dict[str, tuple[list[str], list[tuple[Any, ...]]]]
         scores.setdefault(node_dialogue[record["node_id"]], []).append(record)
     for row in tables["dialogue"][1]:
         dialogue = _with_json("dialogue", tables["dialogue"][0], row)
+        condition = conditions[dialogue["condition_id"]]
+        own_nodes = nodes.get(dialogue["id"], [])
+        # Its system prompts and opening, the measures' prompts its settings name, and the
+        # prompts of the researcher's forks.
+        referring = json.dumps(
+            [dialogue["settings"], condition["settings"], [n["params"] for n in own_nodes if n["model"] == EDIT_MODEL]]
+        )
         own = {dialogue["system_prompt_a"], dialogue["system_prompt_b"], dialogue["opening_prompt"]}
+        own |= {h for h in prompts if h in referring}
         yield {
             "experiment": experiment,
-            "condition": conditions[dialogue["condition_id"]],
+            "condition": condition,
             "dialogue": dialogue,
             "prompts": [p for h, p in prompts.items() if h in own],
-            "nodes": nodes.get(dialogue["id"], []),
+            "nodes": own_nodes,
             "scores": scores.get(dialogue["id"], []),
             "turn_metrics": metrics.get(dialogue["id"], []),
         }
 
 
-def _write_jsonl(path: Path, tables: dict[str, tuple[list[str], list[tuple[Any, ...]]]]) -> Path:
+def _write_jsonl(path: Path, tables: dict[str, Rows]) -> Path:
     with path.open("w", encoding="utf-8") as f:
         for record in _dialogue_records(tables):
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -198,7 +209,7 @@ def _quote(text: str) -> str:
     return "\n".join(f"> {line}" if line else ">" for line in (text.splitlines() or [""]))
 
 
-def _write_markdown(path: Path, tables: dict[str, tuple[list[str], list[tuple[Any, ...]]]]) -> Path:
+def _write_markdown(path: Path, tables: dict[str, Rows]) -> Path:
     records = list(_dialogue_records(tables))
     experiment = _with_json("experiment", tables["experiment"][0], tables["experiment"][1][0])
     lines = [f"# {experiment['name']}", "", f"{len(records)} dialogues, exported from clonechat.", ""]
@@ -224,7 +235,7 @@ def _write_markdown(path: Path, tables: dict[str, tuple[list[str], list[tuple[An
         for n in conversation:
             who = "researcher" if n["speaker"] == "researcher" else f"{n['speaker']}"
             label = f"**{who}**" + (f" · turn {n['turn_index']}" if n["turn_index"] else " · opening")
-            if n["model"] == "researcher-edit":
+            if n["model"] == EDIT_MODEL:
                 label += " · edited by the researcher"
             lines += [label, ""]
             for p in side.get(n["id"], []):  # made before the turn was written

@@ -217,7 +217,7 @@ def run(conn: ReadOnlyConnection, sql: str, params: Mapping[str, Any] | Sequence
         # Not ``yield from``: that would close the cursor when an abandoned generator is
         # collected, after the connection it belongs to may already be closed.
         try:
-            for row in cursor:
+            for row in cursor:  # noqa: UP028
                 yield row
         except sqlite3.Error as exc:
             raise conn._error(exc) from None
