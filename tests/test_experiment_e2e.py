@@ -60,13 +60,18 @@ def test_small_experiment_on_the_embedded_model_fills_every_section(tmp_path: Pa
 
     with closing(sqlite3.connect(db)) as conn:
         kinds = dict(conn.execute("SELECT kind || ':' || coalesce(variant, ''), count(*) FROM node GROUP BY 1"))
-        scored_nodes = conn.execute("SELECT count(DISTINCT node_id) FROM score").fetchone()[0]
+        scored_nodes = conn.execute("SELECT count(DISTINCT node_id) FROM score WHERE scorer != 'answer'").fetchone()[0]
+        answers = conn.execute(
+            "SELECT count(*) FROM score s JOIN node n ON n.id = s.node_id "
+            "WHERE s.scorer = 'answer' AND n.kind = 'coordination'"
+        ).fetchone()[0]
     # 4 dialogues x 2 turns, each predicted by the partner and by the speaker itself.
     assert kinds["turn:"] == 8
     assert kinds["prediction:partner"] == 8 and kinds["prediction:self"] == 8
     assert kinds["coordination:pair@before"] == 8 and kinds["coordination:pair@after"] == 8
     assert kinds["report:"] == 8
     assert scored_nodes == 16  # the batch scored every prediction with the text scorers
+    assert answers == 16  # ... and read every coordination answer by its task's rule
 
     # `show` prints the side channels beside the conversation, each marked as such.
     with closing(sqlite3.connect(db)) as conn:

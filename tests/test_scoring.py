@@ -139,7 +139,7 @@ def test_batch_scores_every_prediction_with_a_shuffled_control(db: Path) -> None
     }
     scores: dict[tuple[str, str], dict[str, Any]] = {
         (node, scorer): json.loads(str(detail))
-        for node, scorer, detail in query(db, "SELECT node_id, scorer, detail FROM score")
+        for node, scorer, detail in query(db, "SELECT node_id, scorer, detail FROM score WHERE scorer != 'answer'")
     }
     assert len(scores) == PREDICTIONS * len(DEFAULT_SCORERS) * 2
     for prediction, dialogue, condition, turn_index in predictions:
@@ -218,7 +218,7 @@ def test_stored_value_is_the_scorer_applied_to_the_messages(db: Path) -> None:
     rows = query(
         db,
         "SELECT s.scorer, s.value, s.detail, p.content, p.target_node_id, d.stop_phrase FROM score s "
-        "JOIN node p ON p.id = s.node_id JOIN dialogue d ON d.id = p.dialogue_id",
+        "JOIN node p ON p.id = s.node_id JOIN dialogue d ON d.id = p.dialogue_id WHERE p.kind = 'prediction'",
     )
     content: dict[str, str] = dict(query(db, "SELECT id, content FROM node WHERE kind = 'turn'"))
     checked = 0

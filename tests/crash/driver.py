@@ -30,8 +30,8 @@ async def slow_generate(self: ScriptedProvider, *args: Any, **kwargs: Any) -> An
     return await _generate(self, *args, **kwargs)
 
 
-def pausing_insert_nodes(conn: Any, nodes: Any) -> None:
-    _insert_nodes(conn, nodes)
+def pausing_insert_nodes(conn: Any, nodes: Any, metrics: Any = None) -> None:
+    _insert_nodes(conn, nodes, metrics)
     if random.random() < 0.2:
         print("IN-COMMIT", flush=True)
         time.sleep(0.05)
