@@ -396,13 +396,15 @@ def print_store_check(checks: Sequence[StoreCheck], dialogues: int, turns: int) 
 
 
 def persistence_baseline(source: Path, target: Path) -> tuple[int, float]:
-    """Insert the run's turn rows into a fresh copy of the schema with executemany, 512 rows a
-    transaction, same pragmas as the store (WAL, synchronous=NORMAL), no foreign keys."""
+    """Insert the run's turn rows into a fresh copy of the node table and its indexes with
+    executemany, 512 rows a transaction, same pragmas as the store (WAL, synchronous=NORMAL), no
+    foreign keys, no full-text triggers and no turn metrics: the bare persistence ceiling."""
     with closing(sqlite3.connect(source)) as src:
         schema = [
             sql
             for (sql,) in src.execute(
-                "SELECT sql FROM sqlite_master WHERE tbl_name = 'node' AND sql > '' ORDER BY type DESC"
+                "SELECT sql FROM sqlite_master WHERE tbl_name = 'node' AND type IN ('table', 'index') "
+                "AND sql > '' ORDER BY type DESC"
             )
         ]
         columns = [row[1] for row in src.execute("PRAGMA table_info(node)")]

@@ -298,7 +298,7 @@ WRITES = [
     ("DROP TABLE node", "refused DROP TABLE node"),
     ("DROP VIEW v_turn", "refused DROP VIEW v_turn"),
     ("DROP TABLE node_fts", "refused DROP VTABLE node_fts"),
-    ("DROP TRIGGER node_fts_insert", "refused DROP TRIGGER node_fts_insert"),
+    ("DROP TRIGGER node_fts_delete", "refused DROP TRIGGER node_fts_delete"),
     ("DROP INDEX ix_node_parent_id", "refused DROP INDEX ix_node_parent_id"),
     ("CREATE TABLE t (x)", "refused CREATE TABLE t"),
     ("CREATE TEMP TABLE t (x)", "refused CREATE TEMP TABLE t"),

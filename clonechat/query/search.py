@@ -1,8 +1,9 @@
 """Full-text search over message content (``clonechat search``).
 
-The index is the FTS5 table ``node_fts`` over ``node.content``, kept in sync by triggers on
-``node``, so every stored message (turns, predictions, reports, forks, resumed turns) is
-searchable the moment it is committed, from any process. The tokenizer is ``unicode61``: words
+The index is the FTS5 table ``node_fts`` over ``node.content``. The store indexes every node
+in the transaction that stores it (``writes.index_new_nodes``), so every message (turns,
+predictions, reports, forks, resumed turns) is searchable the moment it is committed, from any
+process; triggers keep it in sync with edits and deletions made with other tools. The tokenizer is ``unicode61``: words
 match case- and accent-insensitively, and FTS5 query syntax works (``"two words"``,
 ``consciousness OR awareness``, ``conscious*``, ``NEAR(spiral dance)``). Emoji and other
 symbols are not words to it, so a query without letters or digits (``🌀``) is run as a

@@ -20,7 +20,7 @@ from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
 from clonechat.errors import StoreError
-from clonechat.store import migrations
+from clonechat.store import migrations, writes
 
 T = TypeVar("T")
 
@@ -94,6 +94,8 @@ class Database:
             with writer.begin() as conn:
                 _check_is_clonechat(conn, db_path)
                 migrations.migrate(conn)
+                # Nodes some other tool inserted since the last write are indexed now.
+                writes.index_new_nodes(conn)
         except StoreError:
             writer.dispose()
             raise

@@ -146,7 +146,7 @@ ALTER TABLE node ADD COLUMN variant VARCHAR;
 """,
     ),
     (
-        "per-turn conversation metrics, and full-text search over node content kept in sync by triggers",
+        "per-turn conversation metrics, and full-text search over node content",
         """
 CREATE TABLE turn_metrics (
     node_id VARCHAR NOT NULL,
@@ -170,9 +170,6 @@ CREATE INDEX ix_turn_metrics_dialogue_id ON turn_metrics (dialogue_id);
 CREATE VIRTUAL TABLE node_fts USING fts5(
     content, content="node", content_rowid="rowid", tokenize="unicode61 remove_diacritics 2"
 );
-CREATE TRIGGER node_fts_insert AFTER INSERT ON node BEGIN
-    INSERT INTO node_fts (rowid, content) VALUES (new.rowid, new.content);
-END;
 CREATE TRIGGER node_fts_delete AFTER DELETE ON node BEGIN
     INSERT INTO node_fts (node_fts, rowid, content) VALUES ('delete', old.rowid, old.content);
 END;

@@ -42,9 +42,11 @@ FTS = """\
 ## Full-text index: `node_fts`
 
 An FTS5 table over `node.content` (external content, `content_rowid` = `node.rowid`, tokenizer
-`unicode61 remove_diacritics 2`), kept in sync by triggers on `node` (`node_fts_insert`,
-`node_fts_delete`, `node_fts_update`), so every message is searchable the moment it is stored,
-whichever process stored it. Join back with `node.rowid = node_fts.rowid`:
+`unicode61 remove_diacritics 2`). The store indexes new nodes in the transaction that stores
+them (one set-based insert per write; any node another tool inserted is picked up by the next
+write), and the triggers `node_fts_delete` and `node_fts_update` follow deletions and edits, so
+every message is searchable the moment it is stored, whichever process stored it. Join back
+with `node.rowid = node_fts.rowid`:
 
 ```sql
 SELECT n.dialogue_id, n.turn_index, n.speaker, snippet(node_fts, 0, '[', ']', '…', 12) AS hit

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
@@ -124,6 +125,9 @@ def create_dialogue(conn: Connection, dialogue: NewDialogue) -> None:
 
 
 _NODE_COLUMNS = [f.name for f in fields(NodeRecord)]
+_NODE_VALUES = attrgetter(*_NODE_COLUMNS)
+#: Columns whose values need converting for SQLite (JSON, timestamps); the rest go in as they are.
+_CONVERTED = [i for i, f in enumerate(fields(NodeRecord)) if f.name in ("params", "created_at")]
 _INSERT_NODES = (
     f"INSERT INTO node ({', '.join(_NODE_COLUMNS)}) VALUES ({', '.join('?' for _ in _NODE_COLUMNS)}) "
     "ON CONFLICT DO NOTHING"
@@ -140,17 +144,42 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
+def _node_row(node: NodeRecord) -> tuple[Any, ...]:
+    row = list(_NODE_VALUES(node))
+    for i in _CONVERTED:
+        row[i] = _sqlite_value(row[i])
+    return tuple(row)
+
+
 def insert_nodes(conn: Connection, nodes: list[NodeRecord], metrics: MetricsTracker | None = None) -> None:
-    """Insert nodes, skipping any already stored, with the metrics of each agent turn (in the
-    same transaction, so no turn is ever stored without them; the full-text index follows by
-    trigger). This is the hot path of a large batch (every turn of every dialogue), so it is
-    one DB-API ``executemany`` rather than SQLAlchemy's per-row bind processing, which cost
-    several times more per turn. ``metrics`` keeps path states between calls (the writer's);
+    """Insert nodes, skipping any already stored, with the metrics of each agent turn and their
+    full-text index entries (in the same transaction, so no turn is ever stored without them).
+    This is the hot path of a large batch (every turn of every dialogue), so it is one DB-API
+    ``executemany`` rather than SQLAlchemy's per-row bind processing, which cost several times
+    more per turn. ``metrics`` keeps path states between calls (the writer's);
     without one, each turn's path is replayed from the database."""
     if nodes:
-        rows = [tuple(_sqlite_value(getattr(n, c)) for c in _NODE_COLUMNS) for n in nodes]
+        rows = [_node_row(n) for n in nodes]
         conn.exec_driver_sql(_INSERT_NODES, rows)
+        index_new_nodes(conn)
         insert_metrics(conn, (metrics or MetricsTracker()).metrics_for(conn, nodes))
+
+
+#: Index every node past the last one the full-text index holds (``node_fts_docsize`` has a row
+#: per indexed node, keyed by its rowid). New nodes always get the highest rowids, so this is
+#: exactly the nodes just inserted, plus any a tool inserted behind the store's back.
+_INDEX_NEW_NODES = (
+    "INSERT INTO node_fts (rowid, content) SELECT rowid, content FROM node "
+    "WHERE rowid > (SELECT coalesce(max(id), 0) FROM node_fts_docsize) ORDER BY rowid"
+)
+
+
+def index_new_nodes(conn: Connection) -> None:
+    """Bring the full-text index up to date with the node table, in the caller's transaction.
+    One set-based insert per write costs a tenth of an insert trigger (FTS5's per-statement
+    work dominated a batch's commits); edits and deletions, which the store never makes, are
+    kept in sync by triggers."""
+    conn.exec_driver_sql(_INDEX_NEW_NODES)
 
 
 def store_edited_prompt(conn: Connection, text: str) -> str:
