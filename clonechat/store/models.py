@@ -206,7 +206,7 @@ class TurnMetrics(SQLModel, table=True):
     version: int
     #: Characters in the turn.
     chars: int
-    #: Words (``\w+`` runs, case-folded).
+    #: Words: case-folded runs of letters, digits, ``_`` and inner apostrophes.
     words: int
     #: Distinct words in the turn.
     distinct_words: int
