@@ -6,8 +6,9 @@ stores the turn, means every turn has them, they never change (a turn and its an
 immutable), and an analysis is one ``SELECT`` instead of re-tokenising a whole run.
 
 Definitions (version :data:`METRICS_VERSION`); words are case-folded runs of letters, digits,
-``_`` and apostrophes, without apostrophes at their ends; "the path" is the conversation from the opening down to this turn,
-agent turns only (the researcher's opening is not the agents' vocabulary):
+``_`` and apostrophes, without apostrophes at their ends; "the path" is the conversation from
+the opening down to this turn, agent turns only (the researcher's opening is not the agents'
+vocabulary):
 
 - ``chars``: characters; ``words``: words; ``distinct_words``: distinct words in the turn.
 - ``new_words``: distinct words of this turn not used earlier on the path (vocabulary growth);
