@@ -5,18 +5,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from clonechat.query.frames import RunDB, open_run_db
+    from clonechat.query.frames import RunDB
 
-__all__ = ["RunDB", "open_run_db"]
+__all__ = ["open_run_db"]
 
 
-def __getattr__(name: str) -> Any:
-    # Imported on first use: the engine and the CLI should not pay for the analysis API.
-    if name in __all__:
-        from clonechat.query import frames
+def open_run_db(path: Path | str) -> RunDB:
+    """The run database at ``path`` for analysis in pandas, read-only: ``.dialogues``,
+    ``.turns``, ``.predictions``, ``.scores``, ``.coordination`` and ``.sql(query)``."""
+    # Imported here: the engine and the command line should not load the analysis API.
+    from clonechat.query.frames import RunDB
 
-        return getattr(frames, name)
-    raise AttributeError(f"module 'clonechat' has no attribute {name!r}")
+    return RunDB(path)

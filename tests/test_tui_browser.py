@@ -365,7 +365,11 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 async def _settled(pilot: Pilot[None]) -> None:
-    await settle(pilot)
+    screen = await settle(pilot)
+    # The table sizes its columns to new rows on its next idle pass; a screenshot taken before
+    # that (on a busy machine) would show them at their headers' widths.
+    await wait_for(pilot, lambda: not any(t._require_update_dimensions for t in screen.query(DataTable)))
+    await pilot.pause()
 
 
 def test_snapshot_browser_with_dialogues(in_tmp: Path, snap_compare: Callable[..., bool]) -> None:
