@@ -39,11 +39,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Connection
-from textual.app import App
 from textual.strip import Strip
 from textual.widgets import DataTable
 
-from clonechat.engine.records import NodeRecord, Speaker
+from clonechat.engine.records import NodeRecord
 from clonechat.store import writes
 from clonechat.store.database import Database
 from clonechat.tui.app import ClonechatApp
@@ -51,29 +50,14 @@ from clonechat.tui.screens.browser import BrowserScreen
 from clonechat.tui.screens.dialogue import WATCH_INTERVAL, DialogueScreen
 from clonechat.tui.widgets.transcript import TranscriptView
 
-DIALOGUE = "D" * 26
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the TUI tests' helpers
+from tests.tui_helpers import DIALOGUE, Host, make_node
+
 SIZE = (120, 40)
 TIMEOUT = 60.0
 
 
 # -- databases -------------------------------------------------------------------------------
-
-
-def make_node(index: int, parent: str | None, prefix: str = "N") -> NodeRecord:
-    speaker: Speaker = "researcher" if index == 0 else ("A" if index % 2 else "B")
-    return NodeRecord(
-        id=f"{prefix}{index:025d}",
-        dialogue_id=DIALOGUE,
-        parent_id=parent,
-        speaker=speaker,
-        kind="opening" if index == 0 else "turn",
-        turn_index=index,
-        content=f"message {index}: " + "lorem ipsum " * (index % 25),
-        model=None if index == 0 else "tiny-model",
-        completion_tokens=None if index == 0 else 10 + index % 7,
-        latency_ms=None if index == 0 else 250.0,
-        finish_reason=None if index == 0 else "stop",
-    )
 
 
 def build_db(path: Path, nodes: int) -> None:
@@ -136,15 +120,6 @@ def recording_render_line(self: TranscriptView, y: int) -> Strip:
 
 
 TranscriptView.render_line = recording_render_line  # type: ignore[method-assign]
-
-
-class Host(App[None]):
-    def __init__(self, screen: DialogueScreen) -> None:
-        super().__init__()
-        self._screen = screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self._screen)
 
 
 async def until(check: Callable[[], bool], within: float = TIMEOUT, interval: float = 0.001) -> bool:

@@ -21,6 +21,7 @@ from clonechat.measures import MeasureOptions, PredictionOptions
 from clonechat.session import DialogueRequest
 from clonechat.tui.screens.dialogue import DialogueScreen
 from clonechat.tui.widgets.transcript import TranscriptView
+from tests.tui_helpers import Host
 
 pytestmark = pytest.mark.anyio
 
@@ -37,15 +38,6 @@ def request(turns: int) -> DialogueRequest:
         seed=5,
         measures=MeasureOptions(prediction=PredictionOptions(self_predict=True)),
     )
-
-
-class Host(App[None]):
-    def __init__(self, screen: DialogueScreen) -> None:
-        super().__init__()
-        self._screen = screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self._screen)
 
 
 async def wait_for_workers(app: App[None]) -> None:

@@ -11,40 +11,23 @@ import pytest
 from sqlalchemy import Connection
 from textual.app import App, ComposeResult
 
-from clonechat.engine.records import NodeRecord, Speaker
+from clonechat.engine.records import NodeRecord
 from clonechat.errors import NotFoundError
 from clonechat.store import reads, writes
 from clonechat.store.database import Database
 from clonechat.tui.transcript_source import WALK_AHEAD, ListSource, SqlitePathSource
 from clonechat.tui.widgets.transcript import TranscriptView
+from tests.tui_helpers import DIALOGUE, make_node
 
 pytestmark = pytest.mark.anyio
 
 TURNS = 10_000
-DIALOGUE = "D" * 26
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     """Textual runs on asyncio only."""
     return "asyncio"
-
-
-def make_node(index: int, parent: str | None, *, content: str | None = None) -> NodeRecord:
-    speaker: Speaker = "researcher" if index == 0 else ("A" if index % 2 else "B")
-    return NodeRecord(
-        id=f"N{index:025d}",
-        dialogue_id=DIALOGUE,
-        parent_id=parent,
-        speaker=speaker,
-        kind="opening" if index == 0 else "turn",
-        turn_index=index,
-        content=content if content is not None else f"message {index}: " + "lorem ipsum " * (index % 25),
-        model=None if index == 0 else "tiny-model",
-        completion_tokens=None if index == 0 else 10 + index % 7,
-        latency_ms=None if index == 0 else 250.0,
-        finish_reason=None if index == 0 else "stop",
-    )
 
 
 def chain(count: int) -> list[NodeRecord]:

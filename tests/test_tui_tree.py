@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from textual.app import App
 from textual.widgets import Input, Static, TextArea
 
 from clonechat.branching import fork_with_edit
@@ -25,6 +24,7 @@ from clonechat.tui.screens.dialogue import DialogueScreen
 from clonechat.tui.screens.fork import ForkScreen
 from clonechat.tui.tree import DialogueTree, StoredTree, TreeNode
 from clonechat.tui.widgets.transcript import TranscriptView
+from tests.tui_helpers import Host
 
 pytestmark = pytest.mark.anyio
 
@@ -32,15 +32,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # Textual runs on asyncio
-
-
-class Host(App[None]):
-    def __init__(self, screen: DialogueScreen) -> None:
-        super().__init__()
-        self._screen = screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self._screen)
 
 
 def request(turns: int) -> DialogueRequest:

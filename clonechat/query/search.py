@@ -79,7 +79,8 @@ def search(
         names = [f":kind{i}" for i in range(len(kinds))]
         filters += f" AND n.kind IN ({', '.join(names)})"
         params.update({f"kind{i}": k for i, k in enumerate(kinds)})
-    if literal or is_literal(query):
+    literal = literal or is_literal(query)
+    if literal:
         sql = _CONTEXT.format(
             snippet="n.content",
             source="node n",
@@ -98,7 +99,7 @@ def search(
     try:
         rows = conn.execute(sql, params).fetchall()
     except QueryError as exc:
-        if not (literal or is_literal(query)) and str(exc).startswith("SQL error"):
+        if not literal and str(exc).startswith("SQL error"):
             # The statement is ours; what SQLite rejects is the query string.
             raise QueryError(
                 f"search {query!r}: not a valid full-text query ({str(exc).removeprefix('SQL error: ')}); "
@@ -106,7 +107,7 @@ def search(
             ) from None
         raise
     hits = [SearchHit(*row) for row in rows]
-    if literal or is_literal(query):
+    if literal:
         hits = [_mark_literal(hit, query) for hit in hits]
     return hits
 
