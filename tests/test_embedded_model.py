@@ -13,7 +13,7 @@ import pytest
 from clonechat.engine.dialogue import run_dialogue
 from clonechat.engine.events import TokenDelta
 from clonechat.providers.base import ChatMessage, ChatRequest, GenerationParams
-from clonechat.providers.embedded import SMOLLM2_NAME, EmbeddedProvider, _Context, find_smollm2_gguf
+from clonechat.providers.embedded import SMOLLM2_NAME, EmbeddedProvider, find_smollm2_gguf
 from clonechat.registry import ProviderPool
 from clonechat.session import DialogueRequest, prepare_dialogue
 from clonechat.store import reads
@@ -172,25 +172,3 @@ def test_closing_while_an_abandoned_generation_runs_does_not_crash() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "refused: SmolLM2-135M-Instruct-Q4_1: the provider was closed" in result.stdout
     assert result.stdout.strip().endswith("closed cleanly")
-
-
-def test_prompt_keeps_the_exact_tokens_the_model_generated() -> None:
-    """A reply whose sampled tokens differ from how the tokenizer would split its text must
-    not invalidate the KV cache: the next prompt reuses the sampled tokens verbatim."""
-    context = _Context(find_smollm2_gguf(), 512, 2)
-    try:
-        tokenize = context.llm.tokenize
-        text = "<|im_start|>assistant\nwhat a day"
-        canonical = tokenize(text.encode(), add_bos=False, special=True)
-        pieces = ["<|im_start|>assistant\n", "w", "hat", " a", " day"]
-        sampled = [t for piece in pieces for t in tokenize(piece.encode(), add_bos=False, special=True)]
-        assert sampled != canonical
-        context._history = (text, sampled)
-        follow_up = text + "<|im_end|>\n<|im_start|>user\nok<|im_end|>\n"
-        tokens = context._tokens_for(follow_up)
-        assert tokens[: len(sampled)] == sampled
-        assert context.llm.detokenize(tokens, special=True).decode() == follow_up
-        # A prompt that does not extend the history is tokenized from scratch.
-        assert context._tokens_for("<|im_start|>user\nhi") == tokenize(b"<|im_start|>user\nhi", False, True)
-    finally:
-        context.llm.close()

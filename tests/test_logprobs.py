@@ -12,6 +12,7 @@ import pytest
 from llama_cpp import Llama
 
 from clonechat.errors import ProviderError
+from clonechat.providers import llama_runtime
 from clonechat.providers.base import ChatMessage, ChatRequest, Completion, GenerationParams
 from clonechat.providers.embedded import EmbeddedProvider, find_smollm2_gguf
 from clonechat.providers.logprobs import ContinuationLogprob, LogprobSource
@@ -64,6 +65,7 @@ async def test_matches_llama_cpp_python_echo_logprobs() -> None:
         prompt, text = scorer.scoring_tokens(MESSAGES, continuation)
         per_token = scorer.token_logprobs(prompt + text, len(prompt))
 
+    llama_runtime.apply()
     llm = Llama(model_path=str(find_smollm2_gguf()), n_ctx=1024, logits_all=True, verbose=False)
     try:
         # Tokenizing prompt and continuation together gives the same tokens as separately, so

