@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from dotenv import dotenv_values
 
 from clonechat.errors import ConfigError
-from clonechat.providers.base import GenerationParams, Provider
+from clonechat.providers.base import GenerationParams, Provider, ProviderLoad
 
 if TYPE_CHECKING:
     from clonechat.providers.http import Endpoint
@@ -225,6 +225,27 @@ class ProviderPool:
 
     def add(self, name: str, provider: Provider) -> None:
         self._providers[name] = provider
+
+    def endpoint(self, spec: ModelSpec) -> Endpoint | None:
+        """The shared HTTP endpoint of a server-backed model (None for in-process models)."""
+        return self._endpoint(spec) if spec.base_url is not None and spec.provider != "local" else None
+
+    def endpoints(self) -> list[Endpoint]:
+        return list(self._endpoints.values())
+
+    def loads(self) -> list[ProviderLoad]:
+        """Requests in flight and queued on every endpoint and in-process model in use."""
+        loads = [
+            ProviderLoad(url, e.limiter.in_flight, e.limiter.queued, e.limiter.limit)
+            for url, e in self._endpoints.items()
+        ]
+        for provider in self._providers.values():
+            load = getattr(provider, "load", None)
+            if callable(load):
+                value = load()
+                if isinstance(value, ProviderLoad):
+                    loads.append(value)
+        return loads
 
     def _endpoint(self, spec: ModelSpec) -> Endpoint:
         from clonechat.providers.http import Endpoint

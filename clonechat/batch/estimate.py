@@ -32,7 +32,8 @@ class ConditionEstimate:
     input_tokens: int
 
 
-def _tokens(text: str) -> int:
+def text_tokens(text: str) -> int:
+    """A rough token count of a message: ~4 characters a token, plus its chat markup."""
     return len(text) // CHARS_PER_TOKEN + MESSAGE_OVERHEAD
 
 
@@ -40,7 +41,7 @@ def estimate_condition(condition: PlannedCondition) -> ConditionEstimate:
     plan = condition.blueprint
     turns = condition.max_turns
     max_tokens = max(plan.params_a.max_tokens, plan.params_b.max_tokens)
-    fixed = (_tokens(plan.system_a.text) + _tokens(plan.system_b.text)) // 2 + _tokens(plan.opening.text)
+    fixed = (text_tokens(plan.system_a.text) + text_tokens(plan.system_b.text)) // 2 + text_tokens(plan.opening.text)
     # Turn t sees the system prompt, the opening and the t-1 earlier turns.
     per_dialogue_input = turns * fixed + (max_tokens + MESSAGE_OVERHEAD) * turns * (turns - 1) // 2
     # Each prediction is a request as long as a turn's, and may be as long as the turn it predicts.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -23,6 +23,7 @@ from rich.table import Table
 
 from clonechat.batch.store import DialogueJob
 from clonechat.engine.events import DialogueEnded, DialogueStarted, Event, NodeCompleted
+from clonechat.providers.base import ProviderLoad
 
 #: Seconds of history the turn rate (and so the ETA) is computed over.
 RATE_WINDOW = 30.0
@@ -56,13 +57,17 @@ class BatchProgress:
     conditions: dict[str, ConditionProgress] = field(default_factory=dict)
     failures: list[FailedDialogue] = field(default_factory=list)
     started_at: float = field(default_factory=time.monotonic)
+    #: Requests in flight and queued per backend, read when the progress is shown.
+    loads: Callable[[], Sequence[ProviderLoad]] | None = None
     _condition_of: dict[str, str] = field(default_factory=dict)
     _turns_left_of: dict[str, int] = field(default_factory=dict)
     _samples: deque[tuple[float, int]] = field(default_factory=deque)
 
     @classmethod
-    def for_jobs(cls, jobs: Iterable[DialogueJob]) -> BatchProgress:
-        progress = cls()
+    def for_jobs(
+        cls, jobs: Iterable[DialogueJob], loads: Callable[[], Sequence[ProviderLoad]] | None = None
+    ) -> BatchProgress:
+        progress = cls(loads=loads)
         for job in jobs:
             entry = progress.conditions.setdefault(job.condition, ConditionProgress(job.condition))
             entry.total += 1
@@ -153,6 +158,17 @@ class BatchProgress:
         }
 
 
+def requests_summary(progress: BatchProgress) -> str:
+    """Per backend, requests being served and waiting: "8 running" dialogues may be 8 requests
+    on a server, or 1 being generated and 7 queued behind it."""
+    if progress.loads is None:
+        return ""
+    return "; ".join(
+        f"{load.label}: {load.in_flight} in flight, {load.queued} queued (limit {load.limit})"
+        for load in progress.loads()
+    )
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
@@ -160,7 +176,16 @@ def _duration(seconds: float | None) -> str:
 
 
 def progress_table(progress: BatchProgress, title: str) -> Table:
-    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    requests = requests_summary(progress)
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption=f"requests · {escape(requests)}" if requests else None,
+        caption_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
     for column in ("condition", "done", "running", "failed", "stopped", "turns", "turns/s", "ETA"):
         table.add_column(column, justify="left" if column == "condition" else "right")
     for entry in progress.conditions.values():
@@ -195,10 +220,11 @@ def progress_line(progress: BatchProgress, title: str) -> str:
     total = sum(c.total for c in conditions)
     done = sum(c.done for c in conditions)
     running = sum(c.running for c in conditions)
+    requests = requests_summary(progress)
     return (
         f"{time.strftime('%H:%M:%S')} {title}: {done}/{total} dialogues done, {running} running, "
         f"{len(progress.failures)} failed · {progress.turns} turns · {progress.rate():.1f} turns/s · "
-        f"ETA {_duration(progress.eta())}"
+        f"ETA {_duration(progress.eta())}" + (f" · requests {requests}" if requests else "")
     )
 
 
@@ -255,8 +281,10 @@ class PlainProgress(_View):
                 self.progress.sample()
                 self._print_new_failures(self.console)
                 if time.monotonic() - last_line >= self.interval:
-                    self.console.print(progress_line(self.progress, self.title), highlight=False, markup=False)
+                    self.console.print(
+                        progress_line(self.progress, self.title), highlight=False, markup=False, soft_wrap=True
+                    )
                     last_line = time.monotonic()
         finally:
             self._print_new_failures(self.console)
-            self.console.print(progress_line(self.progress, self.title), highlight=False, markup=False)
+            self.console.print(progress_line(self.progress, self.title), highlight=False, markup=False, soft_wrap=True)

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from clonechat.batch.capacity import capacity_notes
 from clonechat.batch.estimate import estimate
 from clonechat.batch.progress import BatchProgress, PlainProgress, RichProgress
 from clonechat.batch.runner import BatchControl, run_jobs
@@ -210,10 +211,16 @@ async def execute(
                 experiment_id = await writer.call(lambda conn: store_plan(conn, loaded, name))
             eid = experiment_id
             jobs = await anyio.to_thread.run_sync(lambda: load_jobs(db, eid, statuses, pool, registry))
-            progress = BatchProgress.for_jobs(jobs)
+            progress = BatchProgress.for_jobs(jobs, pool.loads)
             control = BatchControl()
             if not jobs:
                 return BatchResult(name, eid, created, progress, 0, stopped=False)
+            conditions = [job.condition for job in jobs]
+            notes = await anyio.to_thread.run_sync(
+                lambda: capacity_notes(loaded.conditions, conditions, concurrency, pool)
+            )
+            for note in notes:
+                console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
             title = f"experiment {name}"
             view = (
                 PlainProgress(progress, console, title, plain_interval)

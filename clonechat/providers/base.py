@@ -68,6 +68,21 @@ class Completion:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ProviderLoad:
+    """How busy one backend is right now: requests being served and waiting for a slot.
+
+    A batch's "dialogues running" says nothing about the model: with more dialogues in flight
+    than an endpoint's connections (or than the embedded model's one slot), the rest queue."""
+
+    #: The endpoint's base URL, or the embedded model's name.
+    label: str
+    in_flight: int
+    queued: int
+    #: Requests it serves at once (the current limit: it shrinks under rate limiting).
+    limit: int
+
+
 class Provider(Protocol):
     """A model backend."""
 

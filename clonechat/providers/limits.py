@@ -30,6 +30,16 @@ class AdaptiveLimiter:
     def limit(self) -> int:
         return int(self.limiter.total_tokens)
 
+    @property
+    def in_flight(self) -> int:
+        """Requests holding a slot now."""
+        return 0 if self._limiter is None else int(self._limiter.borrowed_tokens)
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a slot now."""
+        return 0 if self._limiter is None else self._limiter.statistics().tasks_waiting
+
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         async with self.limiter:

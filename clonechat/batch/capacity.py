@@ -1,0 +1,86 @@
+"""What a batch's concurrency asks of each backend, said in one line when the batch starts.
+
+``concurrency`` counts dialogues in flight, and each dialogue sends one request at a time. An
+HTTP endpoint serves at most its ``max_connections`` requests at once: more dialogues than that
+simply queue, which is correct but should not look like "10 running" when 8 are. The embedded
+model serves one request at a time whatever the concurrency, and keeps every agent view's KV
+state within a memory budget; views beyond it are re-evaluated. Both are said up front rather
+than discovered from the throughput.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from clonechat.batch.estimate import MESSAGE_OVERHEAD, text_tokens
+from clonechat.batch.spec import PlannedCondition
+from clonechat.registry import ModelSpec, ProviderPool
+
+#: A side request (prediction, report) adds its instruction and answer to a view's tokens.
+SIDE_REQUEST_TOKENS = 160
+
+
+@dataclass(frozen=True)
+class _Demand:
+    """What one condition's dialogues ask of one model: its views and their longest length."""
+
+    views_per_dialogue: int
+    tokens_per_view: int
+
+
+def _demands(condition: PlannedCondition) -> dict[str, tuple[ModelSpec, _Demand]]:
+    plan = condition.blueprint
+    cross = plan.measures.cross_model
+    longest = max(plan.params_a.max_tokens, plan.params_b.max_tokens)
+    fixed = max(text_tokens(plan.system_a.text), text_tokens(plan.system_b.text)) + text_tokens(plan.opening.text)
+    tokens = fixed + condition.max_turns * (longest + MESSAGE_OVERHEAD) + longest + SIDE_REQUEST_TOKENS
+    views: Counter[str] = Counter([plan.spec_a.name, plan.spec_b.name])
+    specs = {plan.spec_a.name: plan.spec_a, plan.spec_b.name: plan.spec_b}
+    if cross is not None:
+        views[cross.name] += 1
+        specs[cross.name] = cross
+    return {name: (specs[name], _Demand(n, tokens)) for name, n in views.items()}
+
+
+def capacity_notes(
+    conditions: Sequence[PlannedCondition], job_conditions: Sequence[str], concurrency: int, pool: ProviderPool
+) -> list[str]:
+    """One line per backend that ``concurrency`` dialogues of these jobs would overrun."""
+    from clonechat.providers.embedded import EmbeddedProvider
+
+    jobs = Counter(job_conditions)
+    in_flight = min(concurrency, sum(jobs.values()))
+    if in_flight <= 1:
+        return []
+    per_endpoint: dict[str, int] = {}
+    embedded: dict[str, tuple[EmbeddedProvider, int, int]] = {}
+    for condition in conditions:
+        dialogues = min(in_flight, jobs.get(condition.name, 0))
+        if not dialogues:
+            continue
+        for spec, demand in _demands(condition).values():
+            endpoint = pool.endpoint(spec)
+            if endpoint is not None:
+                per_endpoint[endpoint.base_url] = min(in_flight, per_endpoint.get(endpoint.base_url, 0) + dialogues)
+                continue
+            provider = pool.get(spec)
+            if isinstance(provider, EmbeddedProvider):
+                _, views, tokens = embedded.get(spec.name, (provider, 0, 0))
+                views = min(views + dialogues * demand.views_per_dialogue, in_flight * demand.views_per_dialogue)
+                embedded[spec.name] = (provider, views, max(tokens, demand.tokens_per_view))
+    notes = []
+    for url, dialogues in per_endpoint.items():
+        endpoint = next(e for e in pool.endpoints() if e.base_url == url)
+        if dialogues > endpoint.max_connections:
+            notes.append(
+                f"{url}: {dialogues} dialogues in flight share max_connections = {endpoint.max_connections}: "
+                f"at most {endpoint.max_connections} requests run at once and the rest wait "
+                "(raise max_connections for its models in models.toml if the server can take more)"
+            )
+    for provider, views, tokens in embedded.values():
+        note = provider.capacity_note(views, min(tokens, provider.context_tokens))
+        if note is not None:
+            notes.append(note)
+    return notes
