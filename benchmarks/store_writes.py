@@ -8,7 +8,15 @@ copy of the node table and its indexes, in the same run, and splits the differen
 metrics (Python, holding the GIL: it competes with the event loop) and the index (SQLite,
 releasing it).
 
-Run: python3 -m uv run python benchmarks/store_writes.py [--dialogues 1000] [--turns 20]
+It has no target: it prints the cost per turn and the ratio. Every round checks that each turn
+got its metrics row (and none without analysis) and that the full-text index passes FTS5's
+integrity check; a failed check or a crash exits non-zero.
+
+``--quick`` runs the same code and prints the same figures at a few seconds' size (the test
+suite runs it: tests/test_benchmarks.py); its timings mean nothing, and its exit status is 0
+unless it crashes or a check fails.
+
+Run: python3 -m uv run python benchmarks/store_writes.py [--dialogues 1000] [--turns 20] [--quick]
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -33,6 +42,9 @@ BATCH = 40
 #: Mostly plain words, with the odd emoji an attractor state brings (a tenth of turns have one).
 WORDS = "I am here with you my clone we are the same model talking to itself what do you predict".split()  # noqa: SIM905
 EMOJI = ["🌀", "✨", "∞"]
+#: Sizes of the full benchmark and of ``--quick`` (same code paths, a few seconds).
+FULL = {"dialogues": 1000, "turns": 20, "rounds": 3}
+QUICK = {"dialogues": 100, "turns": 6, "rounds": 2}
 
 
 def reply(rng: random.Random) -> str:
@@ -86,10 +98,10 @@ def store(db: Database, nodes: list[NodeRecord], *, analysis: bool) -> tuple[flo
     spent = {"metrics": 0.0, "index": 0.0}
     metrics_for, index = tracker.metrics_for, writes.index_new_nodes
 
-    def timed_metrics(conn: Connection, batch: list[NodeRecord]) -> list[turn_metrics.TurnMetrics]:
+    def timed_metrics(conn: Connection, nodes: Sequence[NodeRecord]) -> list[turn_metrics.TurnMetrics]:
         started = time.perf_counter()
         try:
-            return metrics_for(conn, batch) if analysis else []
+            return metrics_for(conn, nodes) if analysis else []
         finally:
             spent["metrics"] += time.perf_counter() - started
 
@@ -126,12 +138,26 @@ def one(path: Path, dialogues: int, turns: int, seed: int, *, analysis: bool) ->
     return len(nodes), total, metrics, index
 
 
-def main() -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dialogues", type=int, default=1000)
-    parser.add_argument("--turns", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    for name in FULL:
+        parser.add_argument(f"--{name}", type=int, default=None, help=f"(default {FULL[name]}; --quick {QUICK[name]})")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the same code paths and figures at a few seconds' size (the test suite runs this); sizes not "
+        "given take their --quick default. There is no timing target; exit status 0 unless it crashes or a "
+        "check fails (a turn without its metrics row, the full-text index's integrity check)",
+    )
+    args = parser.parse_args(argv)
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     print(f"{args.dialogues} dialogues x {args.turns} turns, {BATCH} nodes a transaction, {args.rounds} rounds")
     print("round  turns  before us/turn  after us/turn  metrics us  index us  ratio after/before")
     rows = []
