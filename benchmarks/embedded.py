@@ -72,13 +72,13 @@ class InterleavedRaw:
         raw_started = time.perf_counter()
         ctx = self.raw.get(request.cache_key)
         if ctx is None:
-            ctx = self.raw[request.cache_key] = await anyio.to_thread.run_sync(
-                _Context, find_smollm2_gguf(), 8192, os.cpu_count() or 1, limiter=self.inner._limiter
+            ctx = self.raw[request.cache_key] = await self.inner._on_llama_thread(
+                lambda _cancelled: _Context(find_smollm2_gguf(), 8192, os.cpu_count() or 1)
             )
         load = time.perf_counter() - raw_started
-        # Same worker thread as clonechat's calls (anyio reuses the idle one), so both sides
-        # share one OpenMP thread team instead of two teams spinning against each other.
-        raw = load + await anyio.to_thread.run_sync(raw_generate, ctx, request, want, limiter=self.inner._limiter)
+        # The provider's own llama thread, as clonechat's calls, so both sides share one OpenMP
+        # thread team instead of two teams spinning against each other.
+        raw = load + await self.inner._on_llama_thread(lambda _cancelled: raw_generate(ctx, request, want))
         if want:
             self.samples.append((want, ours, raw))
         return completion
