@@ -1,8 +1,11 @@
-"""HTTP providers against a fault-injecting server on 127.0.0.1 (both async backends)."""
+"""HTTP providers against a fault-injecting server on 127.0.0.1 (both async backends), and
+against a keep-alive server that counts connections (connection reuse across turns)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -28,6 +31,7 @@ from tests.servers.fake_model import (
     openai_events,
     sse,
 )
+from tests.servers.keepalive import PIECES, KeepAliveConfig, KeepAliveServer, keepalive_server
 
 pytestmark = pytest.mark.anyio
 FAST = RetryPolicy(budget=5.0, initial_backoff=0.05, max_backoff=0.2)
@@ -366,3 +370,142 @@ async def test_an_endpoint_spreads_connections_over_small_pools() -> None:
         assert limits == 25
     finally:
         await endpoint.aclose()
+
+
+async def test_pool_sizes_add_up_to_max_connections() -> None:
+    """Each pool keeps up to its size alive, so the sizes must add up to exactly the
+    endpoint's limit; every request goes to the pool with the most free connections."""
+    for total in (1, 4, 31, 32, 33, 100, 200):
+        endpoint = Endpoint("http://127.0.0.1:9/v1", max_connections=total)
+        try:
+            with ExitStack() as held:
+                chosen = [held.enter_context(endpoint.client()) for _ in range(total)]
+                sizes = [c._transport._pool._max_connections for c in endpoint._clients]  # type: ignore[attr-defined]
+                assert sum(sizes) == total
+                assert max(sizes) <= 32 and max(sizes) - min(sizes) <= 1
+                # With the endpoint's whole limit in flight, no pool holds more than its size.
+                assert [chosen.count(c) for c in endpoint._clients] == sizes
+        finally:
+            await endpoint.aclose()
+
+
+# -- connection reuse across turns (issue 14) --------------------------------------------------
+
+TURNS = 50
+TEXT = "".join(PIECES)
+
+
+def keepalive_provider(
+    server: KeepAliveServer, api: str, *, stream: bool = True, max_connections: int = 4, **endpoint: float
+) -> HttpProvider:
+    kind = OpenAICompatibleProvider if api == "openai" else AnthropicProvider
+    return kind(
+        model_name="fake",
+        model_id="m",
+        endpoint=Endpoint(
+            server.url + ("/v1" if api == "openai" else ""),
+            max_connections=max_connections,
+            **endpoint,
+        ),
+        api_key="k-1",
+        stream=stream,
+        retry=FAST,
+    )
+
+
+async def ignore(_: str) -> None:
+    return None
+
+
+async def run_turns(
+    provider: HttpProvider, turns: int, callers: int, request: ChatRequest = REQUEST
+) -> list[Completion]:
+    """``turns`` calls, taken from one queue by ``callers`` concurrent tasks, then close."""
+    completions: list[Completion] = []
+    queue = iter(range(turns))
+
+    async def caller() -> None:
+        for _ in queue:
+            completions.append(await provider.generate(request, ignore))
+
+    try:
+        with anyio.fail_after(120):  # a hang fails the test instead of stalling the suite
+            async with anyio.create_task_group() as tg:
+                for _ in range(callers):
+                    tg.start_soon(caller)
+    finally:
+        await provider.aclose()
+    return completions
+
+
+async def wait_until(condition: Callable[[], bool], what: str, deadline: float = 30.0) -> None:
+    """Poll a condition the server thread makes true, with a generous deadline."""
+    for _ in range(int(deadline / 0.01)):
+        if condition():
+            return
+        await anyio.sleep(0.01)
+    assert condition(), f"timed out waiting until {what}"
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+@pytest.mark.parametrize("callers", [1, 8], ids=["sequential", "8-callers"])
+async def test_turns_reuse_at_most_max_connections(api: str, stream: bool, callers: int) -> None:
+    """50 turns through an endpoint of 4 connections open at most 4 TCP connections: every
+    body is read to its end (the zero-length chunk after the end marker), so httpcore keeps
+    each connection for the next turn. Without the drain this opened 50."""
+    with keepalive_server() as server:
+        completions = await run_turns(keepalive_provider(server, api, stream=stream), TURNS, callers)
+        stats = server.snapshot()
+    assert [c.text for c in completions] == [TEXT] * TURNS
+    assert {c.finish_reason for c in completions} == {"stop"}
+    assert {c.completion_tokens for c in completions} == {len(PIECES)}
+    assert stats["requests"] == TURNS
+    assert stats["completed"] == TURNS  # every response's body was sent to its end
+    assert 1 <= stats["connections"] <= 4, stats
+    assert sum(server.counters.requests_per_connection) == TURNS
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+async def test_a_body_that_never_ends_after_its_end_marker_costs_the_drain_bound(api: str) -> None:
+    """The server sends the end marker but never the final chunk: each turn still completes,
+    after the drain bound (not the 30 s idle timeout), its latency ends at the end marker, and
+    its connection is closed rather than reused."""
+    drain = 1.0
+    config = KeepAliveConfig(linger_after_end=True, max_hang=60)
+    with keepalive_server(config) as server:
+        provider = keepalive_provider(server, api, drain_timeout=drain, idle_timeout=30)
+        calls: list[tuple[Completion, float]] = []
+        try:
+            with anyio.fail_after(120):
+                for _ in range(2):
+                    started = time.perf_counter()
+                    completion = await provider.generate(REQUEST, ignore)
+                    calls.append((completion, time.perf_counter() - started))
+        finally:
+            await provider.aclose()
+        await wait_until(lambda: server.counters.client_disconnects == 2, "the server saw both connections closed")
+        stats = server.snapshot()
+    for completion, took in calls:
+        assert (completion.text, completion.finish_reason) == (TEXT, "stop")
+        assert took >= drain  # the call waited out the drain bound ...
+        assert took < 25  # ... and no more: waiting for the body would hit the 30 s idle timeout
+        # The recorded latency stops at the end marker: the drain is not the model's time.
+        assert completion.latency <= took - drain, (completion.latency, took)
+    assert stats["connections"] == 2  # not reused: closed with the body unfinished
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+async def test_a_stop_sequence_still_ends_the_call_and_discards_its_connection(api: str) -> None:
+    """After the stop sequence the server keeps generating, with no end marker, until the client
+    leaves: the call ends only because the response is closed, which is what stops generation,
+    so that connection is deliberately not reused."""
+    config = KeepAliveConfig(pieces=("bye ^", "C^C", " tail"), endless=True)
+    request = ChatRequest(REQUEST.messages, REQUEST.params, stop=("^C^C",))
+    with keepalive_server(config) as server:
+        completions = await run_turns(keepalive_provider(server, api), 3, 1, request)
+        await wait_until(lambda: server.counters.client_disconnects == 3, "the server saw all three clients leave")
+        stats = server.snapshot()
+    assert [(c.text, c.finish_reason, c.stop_sequence) for c in completions] == [("bye ", "stop_sequence", "^C^C")] * 3
+    assert stats["connections"] == 3
+    assert stats["completed"] == 0

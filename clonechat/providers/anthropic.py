@@ -69,7 +69,7 @@ class AnthropicProvider(HttpProvider):
         message = f"{self.label}: {kind}: {error.get('message', '')}".rstrip(": ")
         return RetryableProviderError(message) if kind in RETRYABLE_ERRORS else ProviderError(message)
 
-    async def read_stream(self, events: AsyncIterator[tuple[str, str]], state: StreamState) -> None:
+    async def read_stream(self, events: AsyncIterator[tuple[str, str]], state: StreamState) -> bool:
         async for event_name, data in events:
             if event_name == "ping" or not data:
                 continue
@@ -81,14 +81,14 @@ class AnthropicProvider(HttpProvider):
             elif kind == "content_block_delta":
                 delta = event.get("delta") or {}
                 if delta.get("type") == "text_delta" and not await state.add(delta.get("text", "")):
-                    return
+                    return False  # stop sequence: closing the response ends generation
             elif kind == "message_delta":
                 reason = (event.get("delta") or {}).get("stop_reason")
                 if reason:
                     state.finish_reason = STOP_REASONS.get(reason, "stop")
                 self._usage(event.get("usage"), state)
             elif kind == "message_stop":
-                return
+                return True  # the end marker: the caller drains the body to keep the connection
             elif kind == "error":
                 raise self._error_event(event)
         raise StreamProtocolError(f"{self.label}: stream ended before message_stop")

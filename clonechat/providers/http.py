@@ -4,6 +4,17 @@ status classification, and streaming with stop-sequence detection.
 Stop sequences are detected here, on the client, rather than by the server: servers disagree
 on whether and how they report which stop string matched, and the engine needs to know.
 Closing the stream on a match ends generation on every server we know of.
+
+Connections are kept alive across turns. httpcore returns a connection to its pool only when
+the response body was read to its very end (for a chunked SSE stream: the zero-length chunk
+that follows the end marker); a response closed earlier takes its connection down with it, and
+the next turn pays a new TCP (and, against a hosted API, TLS) handshake. So once a stream's end
+marker is read (OpenAI ``data: [DONE]``, Anthropic ``message_stop``) the rest of the body is
+read and thrown away, for at most ``Endpoint.drain_timeout`` seconds: a server that never ends
+the body after its end marker costs that bound and its connection, never a hung turn. The one
+deliberate exception is a client-side stop-sequence match: closing the response mid-body is how
+generation is stopped on the server, so that connection is discarded. Non-streamed responses
+and error responses are read whole, so their connections are reused as well.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import httpx
 from httpx_sse import EventSource, SSEError
 
@@ -30,6 +42,9 @@ class StreamProtocolError(RetryableProviderError):
     """The server's response broke the protocol (malformed SSE or JSON, no end marker, no
     choices). Retried, since a cut connection looks the same; recorded if it persists."""
 
+
+#: Longest wait, after a stream's end marker, for the rest of its body (see the module docstring).
+DRAIN_TIMEOUT = 2.0
 
 #: Connections per pooled client. httpcore's pool scans every connection for every idle one on
 #: each request and response (quadratic: encode/httpcore#1035), which froze the event loop for
@@ -46,33 +61,42 @@ class Endpoint:
     connect_timeout: float = 10.0
     #: Longest silence allowed inside a response (a hung stream fails after this).
     idle_timeout: float = 60.0
+    #: Longest wait for the end of a body after the stream's end marker; past it the response
+    #: is closed and its connection discarded (the turn itself is complete and kept).
+    drain_timeout: float = DRAIN_TIMEOUT
     limiter: AdaptiveLimiter = field(init=False)
     _clients: list[httpx.AsyncClient] = field(default_factory=list, init=False)
+    _sizes: list[int] = field(default_factory=list, init=False)
     _in_flight: list[int] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         self.limiter = AdaptiveLimiter(self.max_connections)
 
     def _open_clients(self) -> None:
-        count = -(-self.max_connections // CONNECTIONS_PER_CLIENT)
-        per_client = -(-self.max_connections // count)
+        # The pools' sizes add up to exactly max_connections (not count x the rounded-up
+        # share): every pool keeps up to its size alive, so rounded-up shares would let the
+        # endpoint hold more open connections than it was configured for.
+        total = max(1, self.max_connections)
+        count = -(-total // CONNECTIONS_PER_CLIENT)
+        self._sizes = [total // count + (1 if i < total % count else 0) for i in range(count)]
         self._clients = [
             httpx.AsyncClient(
                 base_url=self.base_url.rstrip("/") + "/",
                 timeout=httpx.Timeout(self.idle_timeout, connect=self.connect_timeout, pool=None),
-                limits=httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client),
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
             )
-            for _ in range(count)
+            for size in self._sizes
         ]
         self._in_flight = [0] * count
 
     @contextmanager
     def client(self) -> Iterator[httpx.AsyncClient]:
-        """The least busy pooled client, for one request. The limiter keeps the total in flight
-        within ``max_connections``, so the least busy client always has a free connection."""
+        """The pooled client with the most free connections, for one request. The limiter keeps
+        the total in flight within ``max_connections``, the sum of the pools' sizes, so that
+        client always has a free connection and no request waits on a pool."""
         if not self._clients:
             self._open_clients()
-        index = min(range(len(self._clients)), key=self._in_flight.__getitem__)
+        index = max(range(len(self._clients)), key=lambda i: self._sizes[i] - self._in_flight[i])
         self._in_flight[index] += 1
         try:
             yield self._clients[index]
@@ -100,6 +124,9 @@ class StreamState:
     completion_tokens: int | None = None
     chunks: int = 0
     model: str | None = None
+    #: When the stream's end marker was read: the turn's latency ends here, not after the
+    #: drain of the rest of the body (which is connection housekeeping, not generation).
+    ended_at: float | None = None
 
     async def add(self, piece: str) -> bool:
         """Take generated text; return False once a stop sequence matched (stop reading)."""
@@ -156,9 +183,13 @@ class HttpProvider(ABC):
     def headers(self) -> dict[str, str]: ...
 
     @abstractmethod
-    async def read_stream(self, events: AsyncIterator[tuple[str, str]], state: StreamState) -> None:
+    async def read_stream(self, events: AsyncIterator[tuple[str, str]], state: StreamState) -> bool:
         """Consume (event name, data) pairs into ``state``; raise StreamProtocolError on a
-        broken stream."""
+        broken stream.
+
+        Return True once the stream's end marker was read: the caller then drains what is left
+        of ``events`` so the connection goes back to the pool. Return False when reading stopped
+        early at a stop sequence: the caller closes the response, which stops generation."""
 
     @abstractmethod
     async def read_body(self, body: dict[str, Any], state: StreamState) -> None: ...
@@ -213,7 +244,7 @@ class HttpProvider(ABC):
             # Servers that do not report usage while streaming send one token per chunk.
             completion_tokens=state.completion_tokens if state.completion_tokens is not None else state.chunks,
             time_to_first_token=None if state.first_token_at is None else state.first_token_at - state.started,
-            latency=time.perf_counter() - state.started,
+            latency=(state.ended_at or time.perf_counter()) - state.started,
         )
 
     async def _exchange(self, request: ChatRequest, state: StreamState) -> None:
@@ -229,10 +260,16 @@ class HttpProvider(ABC):
                 raw = await response.aread()
                 await self.read_body(parse_json(raw.decode("utf-8", "replace"), self.label, "response"), state)
                 return
+            events = _events(EventSource(response))
             try:
-                await self.read_stream(_events(EventSource(response)), state)
+                ended = await self.read_stream(events, state)
             except SSEError as exc:
                 raise StreamProtocolError(f"{self.label}: malformed event stream ({exc})") from None
+            if ended:
+                state.ended_at = time.perf_counter()
+                await _drain(events, self.endpoint.drain_timeout)
+            # Otherwise a stop sequence matched: leaving this block closes the response mid-body,
+            # which stops generation on the server and discards the connection.
 
     async def aclose(self) -> None:
         await self.endpoint.aclose()
@@ -241,6 +278,21 @@ class HttpProvider(ABC):
 async def _events(source: EventSource) -> AsyncIterator[tuple[str, str]]:
     async for sse in source.aiter_sse():
         yield sse.event, sse.data
+
+
+async def _drain(events: AsyncIterator[tuple[str, str]], bound: float) -> None:
+    """Read the rest of a stream after its end marker, so httpcore sees the body end and keeps
+    the connection. ``events`` is the iterator ``read_stream`` returned from: its ``async for``
+    left it suspended, not closed, and a second ``response.aiter_*()`` would raise
+    StreamConsumed. Bounded by ``bound`` seconds: on expiry (or on a transport error) the response
+    is closed with its body unfinished and httpcore discards the connection. The turn was
+    complete at the end marker, so nothing here can fail it."""
+    with anyio.move_on_after(bound):
+        try:
+            async for _ in events:
+                pass  # anything after the end marker is not part of the turn
+        except (httpx.HTTPError, httpx.StreamError, SSEError):
+            pass
 
 
 def parse_json(data: str, label: str, what: str = "stream") -> dict[str, Any]:

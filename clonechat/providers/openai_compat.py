@@ -56,13 +56,13 @@ class OpenAICompatibleProvider(HttpProvider):
         if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
             state.cached_tokens = details["cached_tokens"]
 
-    async def read_stream(self, events: AsyncIterator[tuple[str, str]], state: StreamState) -> None:
+    async def read_stream(self, events: AsyncIterator[tuple[str, str]], state: StreamState) -> bool:
         saw_choice = False
         async for _event, data in events:
             if data.strip() == "[DONE]":
                 if not saw_choice:
                     raise StreamProtocolError(f"{self.label}: stream had no choices")
-                return
+                return True  # the end marker: the caller drains the body to keep the connection
             chunk = parse_json(data, self.label)
             if "error" in chunk:
                 raise StreamProtocolError(f"{self.label}: error in stream: {self.error_message(data.encode())}")
@@ -76,7 +76,7 @@ class OpenAICompatibleProvider(HttpProvider):
             choice = choices[0]
             content = (choice.get("delta") or {}).get("content") or ""
             if not await state.add(content):
-                return  # stop sequence: closing the response ends generation
+                return False  # stop sequence: closing the response ends generation
             if reason := choice.get("finish_reason"):
                 state.finish_reason = FINISH_REASONS.get(reason, "stop")
         raise StreamProtocolError(f"{self.label}: stream ended before [DONE]")
