@@ -39,13 +39,13 @@ from typing import TYPE_CHECKING, Any
 
 from dotenv import dotenv_values
 
+from clonechat.constants import MODELS_ENV_VAR as MODELS_ENV_VAR
 from clonechat.errors import ConfigError
 from clonechat.providers.base import GenerationParams, Provider, ProviderLoad
 
 if TYPE_CHECKING:
     from clonechat.providers.http import Endpoint
 
-MODELS_ENV_VAR = "CLONECHAT_MODELS"
 PROVIDERS = ("local", "openai-compatible", "anthropic", "scripted")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from sqlalchemy import Connection
 
 from clonechat.branching import overrides_on
+from clonechat.constants import ADHOC_EXPERIMENT as ADHOC_EXPERIMENT
 from clonechat.engine.dialogue import DEFAULT_STOP_PHRASE, Agent, DialogueSettings, opening_node
 from clonechat.engine.records import AgentName, NodeRecord, new_id
 from clonechat.errors import ConfigError, TemplateError
@@ -25,8 +26,6 @@ from clonechat.store import reads, writes
 from clonechat.store.database import Database
 from clonechat.store.models import Dialogue
 from clonechat.store.writer import StoreWriter
-
-ADHOC_EXPERIMENT = "adhoc"
 
 
 @dataclass(frozen=True)

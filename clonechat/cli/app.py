@@ -1,27 +1,31 @@
-"""The ``clonechat`` command line."""
+"""The ``clonechat`` command line.
+
+Importing this module declares the commands and nothing more: typer needs only their options
+at import time, so every command imports what it runs inside its own function. ``--help`` then
+starts without SQLAlchemy, SQLModel, the engine, the session, the providers or anyio, and
+``query`` without all but SQLAlchemy (which the store's schema check still imports)
+(``tests/test_cli_startup.py`` holds that; ``benchmarks/startup.py`` times it). Defaults the
+options show come from :mod:`clonechat.constants`, which imports nothing heavy.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import anyio
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from clonechat.cli.console import SPEAKER_STYLE, node_metadata
 from clonechat.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, report_errors
-from clonechat.engine.dialogue import DEFAULT_STOP_PHRASE
+from clonechat.constants import ADHOC_EXPERIMENT, DB_ENV_VAR, DEFAULT_DB, DEFAULT_STOP_PHRASE, MODELS_ENV_VAR
 from clonechat.errors import ConfigError
-from clonechat.measures import CoordinationOptions, MeasureOptions, PredictionOptions, ReportOptions
-from clonechat.registry import MODELS_ENV_VAR, Registry, load_registry, set_default_registry
-from clonechat.session import ADHOC_EXPERIMENT, DialogueRequest
-from clonechat.store import reads
-from clonechat.store.database import DB_ENV_VAR, DEFAULT_DB, Database, default_db_path
-from clonechat.store.models import Node
+
+if TYPE_CHECKING:
+    from clonechat.registry import Registry
+    from clonechat.store.models import Node
 
 app = typer.Typer(
     help="Two instances of the same language model talking to each other, recorded for research.",
@@ -52,6 +56,8 @@ ModelsFileOption = Annotated[
 
 
 def _use_registry(models_file: Path | None) -> Registry:
+    from clonechat.registry import Registry, load_registry, set_default_registry
+
     registry = Registry(load_registry(models_file))
     set_default_registry(registry)
     return registry
@@ -80,6 +86,8 @@ def _no_command(ctx: typer.Context) -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
+    from clonechat.store.database import default_db_path
+
     _open_tui(default_db_path())
 
 
@@ -143,7 +151,12 @@ def run(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Run a live clone dialogue, streamed here and stored turn by turn."""
+    import anyio
+
     from clonechat.cli.run import run_live
+    from clonechat.measures import CoordinationOptions, MeasureOptions, PredictionOptions, ReportOptions
+    from clonechat.session import DialogueRequest
+    from clonechat.store.database import Database
 
     def go() -> int:
         _use_registry(models_file)
@@ -294,6 +307,8 @@ def list_models(
     """List the models --model can name: built in, and from the registry files."""
     import os
 
+    import anyio
+
     from clonechat.cli.models import check_all
 
     def go() -> int:
@@ -341,6 +356,8 @@ def list_dialogues(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """List stored dialogues, newest first."""
+    from clonechat.store import reads
+    from clonechat.store.database import Database
 
     def go() -> None:
         with Database.open(db, create=False) as database:
@@ -380,6 +397,9 @@ def show(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Print one dialogue from the database: a path through its tree, with per-turn metadata."""
+    from clonechat.cli.console import SPEAKER_STYLE, node_metadata
+    from clonechat.store import reads
+    from clonechat.store.database import Database
 
     def go() -> None:
         console = Console(highlight=False)
@@ -427,6 +447,8 @@ def show(
 
 def _print_side(console: Console, node: Node) -> None:
     """A side-channel answer, set apart from the conversation: no agent saw it."""
+    from clonechat.cli.console import SPEAKER_STYLE
+
     style = SPEAKER_STYLE.get(node.speaker, "bold")
     if node.kind == "prediction":
         label = f"prediction ({node.variant}) of turn {node.turn_index}, by {node.speaker} · {node.model}"

@@ -1,10 +1,12 @@
 """``clonechat query``, ``search``, ``keywords``, ``export`` and ``schema``: asking questions of
-the run database. Every one opens it read-only (``clonechat.query.sql``)."""
+the run database. Every one opens it read-only (``clonechat.query.sql``).
+
+As in :mod:`clonechat.cli.app`, each command imports what it runs when it runs: importing this
+module only declares the commands, for ``--help`` and for the command that was typed.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -19,9 +21,8 @@ from rich.table import Table
 
 from clonechat.cli.app import DbOption, app
 from clonechat.cli.errors import report_errors
+from clonechat.constants import DEFAULT_DB
 from clonechat.errors import ConfigError
-from clonechat.query import sql
-from clonechat.store.database import DEFAULT_DB
 
 #: Rows a terminal table shows before it says how many more there are.
 TABLE_ROWS = 1000
@@ -55,12 +56,16 @@ def print_rows(columns: list[str], rows: Iterable[tuple[Any, ...]], fmt: OutputF
     """Print rows as a table, CSV or a JSON array of objects (streamed); returns how many."""
     count = 0
     if fmt is OutputFormat.csv:
+        import csv
+
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
         for count, row in enumerate(rows, start=1):  # noqa: B007
             writer.writerow(row)
         return count
     if fmt is OutputFormat.json:
+        import json
+
         sys.stdout.write("[")
         for count, row in enumerate(rows, start=1):
             sys.stdout.write(
@@ -115,6 +120,7 @@ def query(
 ) -> None:
     """Run SQL on the run database, read-only: a write (INSERT, UPDATE, DELETE, DROP, ATTACH, ...)
     is refused and the file is left exactly as it was. Tables and views: docs/schema.md."""
+    from clonechat.query import sql
 
     def go() -> None:
         params = dict(_param(p) for p in param or [])
@@ -140,6 +146,7 @@ def search(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Full-text search over every stored message."""
+    from clonechat.query import sql
     from clonechat.query.search import MARK_END, MARK_START, search
 
     def go() -> None:
@@ -176,6 +183,7 @@ def keywords(
 ) -> None:
     """How often each dialogue's conversation uses each keyword: turns, turns mentioning it,
     occurrences, per 1,000 words (case-insensitive substring count)."""
+    from clonechat.query import sql
     from clonechat.query.keywords import DEFAULT_KEYWORDS, keyword_rates
 
     def go() -> None:
@@ -202,6 +210,7 @@ def export(
 ) -> None:
     """Export everything stored about an experiment: JSONL (a dialogue per line), CSV or Parquet
     (a file per table, rows as stored), or Markdown transcripts."""
+    from clonechat.query import sql
     from clonechat.query.export import export as write_export
 
     def go() -> None:

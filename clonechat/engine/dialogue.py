@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import anyio
 
+from clonechat.constants import DEFAULT_STOP_PHRASE as DEFAULT_STOP_PHRASE
 from clonechat.engine.events import (
     DialogueEnded,
     DialogueStarted,
@@ -37,8 +38,6 @@ from clonechat.engine.records import (
 from clonechat.engine.views import agent_view
 from clonechat.errors import ConfigError, ProviderError
 from clonechat.providers.base import ChatMessage, ChatRequest, Completion, GenerationParams, Provider
-
-DEFAULT_STOP_PHRASE = "^C^C"
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clonechat.constants import BUSY_TIMEOUT_MS
 from clonechat.errors import QueryError, StoreError
-from clonechat.store.database import BUSY_TIMEOUT_MS
-from clonechat.store.readonly import check_version, readonly_uri
 
 _ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 #: Pragmas that only report something, allowed with or without an argument.
@@ -150,6 +149,10 @@ class ReadOnlyConnection:
 
 
 def _open(path: Path) -> sqlite3.Connection:
+    # Imported on use: the schema check reaches the store's migrations and with them SQLAlchemy,
+    # which importing this module (to declare a command, or to print its help) has no use for.
+    from clonechat.store.readonly import check_version, readonly_uri
+
     if path.is_dir():
         raise StoreError(f"database path {path} is a directory")
     if not path.exists():

@@ -12,21 +12,24 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.pool import NullPool
-from sqlmodel import Session
 
+# The constants' home is clonechat.constants (the CLI needs them without SQLAlchemy); they are
+# re-exported here for the code that has always imported them from the store.
+from clonechat.constants import BUSY_TIMEOUT_MS as BUSY_TIMEOUT_MS
+from clonechat.constants import DB_ENV_VAR as DB_ENV_VAR
+from clonechat.constants import DEFAULT_DB as DEFAULT_DB
 from clonechat.errors import StoreError
-from clonechat.store import migrations, writes
+from clonechat.store import migrations
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 T = TypeVar("T")
-
-DEFAULT_DB = Path("runs") / "clonechat.db"
-DB_ENV_VAR = "CLONECHAT_DB"
-BUSY_TIMEOUT_MS = 10_000
 
 
 def default_db_path() -> Path:
@@ -94,6 +97,10 @@ class Database:
             with writer.begin() as conn:
                 _check_is_clonechat(conn, db_path)
                 migrations.migrate(conn)
+                # Imported here: the writes module loads SQLModel and the table models, which
+                # the read-only viewers (``clonechat query``) reach this module without needing.
+                from clonechat.store import writes
+
                 # Nodes some other tool inserted since the last write are indexed now.
                 writes.index_new_nodes(conn)
         except StoreError:
@@ -110,6 +117,8 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A read session on its own connection (safe while the writer commits)."""
+        from sqlmodel import Session  # imported on use, like ``writes`` above
+
         with Session(self.reader_engine) as session:
             yield session
 
