@@ -49,6 +49,40 @@ BENCHMARKS: dict[str, Quick] = {
             "all parts correctness: ",
         )
     ),
+    "embedded": Quick(
+        (
+            "(a) generation throughput: clonechat vs raw llama-cpp-python",
+            "median ratio",
+            "(b) prompt tokens per turn with per-agent KV cache reuse",
+            "evaluated =",
+        ),
+        marks=(pytest.mark.model,),
+    ),
+    "experiment": Quick(
+        (
+            "conc  dialogues  nodes  tokens  depth  batch s  raw s  batch tok/s  raw tok/s  ratio",
+            "prompt tokens evaluated per turn (turn + its predictions, mean):",
+            "generated tokens/s",
+            "x raw gen (target >= 0.9)",
+            "all: ",
+        ),
+        marks=(pytest.mark.model,),
+    ),
+    "server": Quick(
+        (
+            "(fast) K concurrent dialogues",
+            "conns clonechat  conns bare",
+            "connections opened by clonechat at most",
+            "median ratio",
+        )
+    ),
+    "startup": Quick(
+        (
+            "clonechat --help",
+            "import typer",
+            "clonechat --help / python -c 'import typer' =",
+        )
+    ),
     "store_writes": Quick(
         (
             "nodes a transaction",
