@@ -16,10 +16,11 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from clonechat.batch.store import DialogueJob
 from clonechat.engine.events import DialogueEnded, DialogueStarted, Event, NodeCompleted
@@ -176,16 +177,7 @@ def _duration(seconds: float | None) -> str:
 
 
 def progress_table(progress: BatchProgress, title: str) -> Table:
-    requests = requests_summary(progress)
-    table = Table(
-        title=title,
-        title_justify="left",
-        caption=f"requests · {escape(requests)}" if requests else None,
-        caption_justify="left",
-        box=None,
-        header_style="bold",
-        pad_edge=False,
-    )
+    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
     for column in ("condition", "done", "running", "failed", "stopped", "turns", "turns/s", "ETA"):
         table.add_column(column, justify="left" if column == "condition" else "right")
     for entry in progress.conditions.values():
@@ -249,7 +241,12 @@ class RichProgress(_View):
     """A live per-condition table on a terminal."""
 
     def _render(self) -> RenderableType:
-        return progress_table(self.progress, self.title)
+        table = progress_table(self.progress, self.title)
+        requests = requests_summary(self.progress)
+        if not requests:
+            return table
+        # Under the table, not its caption: a caption wraps at the table's width.
+        return Group(table, Text(f"requests · {requests}", style="dim", no_wrap=True, overflow="ellipsis"))
 
     async def show(self) -> None:
         """Redraw until cancelled."""

@@ -453,8 +453,9 @@ class EmbeddedProvider:
 
     def kv_bytes_per_token(self) -> int:
         """KV cache bytes one token of a view costs (f16 keys and values, every layer), read
-        from the model's metadata; 0 if the model does not say."""
-        meta = self._metadata()
+        from the model's metadata; 0 if the model does not say. Loads the first generation
+        context (on the provider's thread) if none is loaded yet: it is needed anyway."""
+        meta = self._thread.submit(self._generation_metadata).result()
         arch = meta.get("general.architecture", "")
 
         def number(key: str) -> int:
@@ -469,17 +470,12 @@ class EmbeddedProvider:
             return 0
         return 2 * layers * kv_heads * (width // heads) * 2
 
-    def _metadata(self) -> dict[str, str]:
-        llama_runtime.apply()
-        from llama_cpp import Llama
-
-        if self._contexts:
+    def _generation_metadata(self) -> dict[str, str]:
+        with self._busy:
+            self._check_open()
+            if not self._contexts:
+                self._contexts.append(_Context(self.model_path, self._n_ctx, self._n_threads))
             return dict(self._contexts[0].llm.metadata)
-        probe = Llama(model_path=str(self.model_path), vocab_only=True, verbose=False)
-        try:
-            return dict(probe.metadata)
-        finally:
-            probe.close()
 
     def capacity_note(self, views: int, tokens_per_view: int) -> str | None:
         """One line if ``views`` conversations of up to ``tokens_per_view`` tokens cannot all
