@@ -230,9 +230,6 @@ class ProviderPool:
         """The shared HTTP endpoint of a server-backed model (None for in-process models)."""
         return self._endpoint(spec) if spec.base_url is not None and spec.provider != "local" else None
 
-    def endpoints(self) -> list[Endpoint]:
-        return list(self._endpoints.values())
-
     def loads(self) -> list[ProviderLoad]:
         """Requests in flight and queued on every endpoint and in-process model in use."""
         loads = [

@@ -13,10 +13,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from clonechat.batch.estimate import MESSAGE_OVERHEAD, text_tokens
 from clonechat.batch.spec import PlannedCondition
 from clonechat.registry import ModelSpec, ProviderPool
+
+if TYPE_CHECKING:
+    from clonechat.providers.http import Endpoint
 
 #: A side request (prediction, report) adds its instruction and answer to a view's tokens.
 SIDE_REQUEST_TOKENS = 160
@@ -30,7 +34,7 @@ class _Demand:
     tokens_per_view: int
 
 
-def _demands(condition: PlannedCondition) -> dict[str, tuple[ModelSpec, _Demand]]:
+def _demands(condition: PlannedCondition) -> list[tuple[ModelSpec, _Demand]]:
     plan = condition.blueprint
     cross = plan.measures.cross_model
     longest = max(plan.params_a.max_tokens, plan.params_b.max_tokens)
@@ -41,7 +45,7 @@ def _demands(condition: PlannedCondition) -> dict[str, tuple[ModelSpec, _Demand]
     if cross is not None:
         views[cross.name] += 1
         specs[cross.name] = cross
-    return {name: (specs[name], _Demand(n, tokens)) for name, n in views.items()}
+    return [(specs[name], _Demand(n, tokens)) for name, n in views.items()]
 
 
 def capacity_notes(
@@ -54,16 +58,17 @@ def capacity_notes(
     in_flight = min(concurrency, sum(jobs.values()))
     if in_flight <= 1:
         return []
-    per_endpoint: dict[str, int] = {}
+    per_endpoint: dict[str, tuple[Endpoint, int]] = {}
     embedded: dict[str, tuple[EmbeddedProvider, int, int]] = {}
     for condition in conditions:
         dialogues = min(in_flight, jobs.get(condition.name, 0))
         if not dialogues:
             continue
-        for spec, demand in _demands(condition).values():
+        for spec, demand in _demands(condition):
             endpoint = pool.endpoint(spec)
             if endpoint is not None:
-                per_endpoint[endpoint.base_url] = min(in_flight, per_endpoint.get(endpoint.base_url, 0) + dialogues)
+                _, before = per_endpoint.get(endpoint.base_url, (endpoint, 0))
+                per_endpoint[endpoint.base_url] = (endpoint, min(in_flight, before + dialogues))
                 continue
             provider = pool.get(spec)
             if isinstance(provider, EmbeddedProvider):
@@ -71,8 +76,7 @@ def capacity_notes(
                 views = min(views + dialogues * demand.views_per_dialogue, in_flight * demand.views_per_dialogue)
                 embedded[spec.name] = (provider, views, max(tokens, demand.tokens_per_view))
     notes = []
-    for url, dialogues in per_endpoint.items():
-        endpoint = next(e for e in pool.endpoints() if e.base_url == url)
+    for url, (endpoint, dialogues) in per_endpoint.items():
         if dialogues > endpoint.max_connections:
             notes.append(
                 f"{url}: {dialogues} dialogues in flight share max_connections = {endpoint.max_connections}: "
