@@ -24,6 +24,9 @@ An entry::
     temperature = 0.8
     max_tokens = 300
 
+The format is checked by the pydantic models of :mod:`clonechat.registry_file`: an unknown key,
+a wrong type or a broken rule is one line naming the file, the line, the model and the key.
+
 API keys are read from the environment or a ``.env`` file in the current directory, at the
 moment a provider is created; they are never stored, logged or printed.
 """
@@ -31,6 +34,7 @@ moment a provider is created; they are never stored, logged or printed.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,21 +42,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dotenv import dotenv_values
+from pydantic import ValidationError
 
 from clonechat.constants import MODELS_ENV_VAR as MODELS_ENV_VAR
 from clonechat.errors import ConfigError
 from clonechat.providers.base import GenerationParams, Provider, ProviderLoad
+from clonechat.registry_file import PROVIDERS as PROVIDERS
+from clonechat.registry_file import ModelEntry, ModelsFile, models_file_error
+from clonechat.registry_file import ModelsFileError as ModelsFileError
+from clonechat.registry_file import ProviderName as ProviderName
 
 if TYPE_CHECKING:
     from clonechat.providers.http import Endpoint
-
-PROVIDERS = ("local", "openai-compatible", "anthropic", "scripted")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    provider: str
+    provider: ProviderName
     #: How the model is named to itself in prompts (the ``model_name`` variable).
     display_name: str
     defaults: GenerationParams = field(default_factory=GenerationParams)
@@ -77,59 +84,54 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
     "scripted": ModelSpec("scripted", "scripted", "a scripted test model", GenerationParams(temperature=0.0)),
 }
 
-_KNOWN_KEYS = {
-    "provider",
-    "base_url",
-    "model",
-    "api_key_env",
-    "display_name",
-    "max_connections",
-    "stream",
-    "idle_timeout",
-    "retry_budget",
-    "defaults",
-}
+
+def spec_from_entry(name: str, entry: ModelEntry, source: str | Path) -> ModelSpec:
+    """The model a validated ``[models.NAME]`` table describes."""
+    base = _embedded_defaults() if entry.provider == "local" else GenerationParams()
+    return ModelSpec(
+        name=name,
+        provider=entry.provider,
+        display_name=entry.display_name or entry.model or name,
+        defaults=entry.defaults.over(base),
+        base_url=entry.base_url,
+        model_id=entry.model,
+        api_key_env=entry.api_key_env,
+        max_connections=entry.max_connections,
+        stream=entry.stream,
+        idle_timeout=entry.idle_timeout,
+        retry_budget=entry.retry_budget,
+        source=str(source),
+    )
 
 
-def spec_from_toml(name: str, raw: Any, source: Path) -> ModelSpec:
-    where = f"{source}: [models.{name}]"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a table")
-    unknown = set(raw) - _KNOWN_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown key '{sorted(unknown)[0]}' (known: {', '.join(sorted(_KNOWN_KEYS))})")
-    provider = raw.get("provider")
-    if provider not in ("local", "openai-compatible", "anthropic"):
-        raise ConfigError(f"{where}: provider must be local, openai-compatible or anthropic (got {provider!r})")
-    if provider != "local":
-        for key in ("base_url", "model"):
-            if not isinstance(raw.get(key), str) or not raw[key]:
-                raise ConfigError(f"{where}: '{key}' is required for provider {provider}")
-    defaults = raw.get("defaults", {})
-    if not isinstance(defaults, dict):
-        raise ConfigError(f"{where}: 'defaults' must be a table")
-    base = _embedded_defaults() if provider == "local" else GenerationParams()
+def spec_from_toml(name: str, raw: Any, source: Path, *, text: str | None = None) -> ModelSpec:
+    """Validate one ``[models.NAME]`` table (``raw``, parsed from ``source``, whose ``text``
+    gives line numbers if known). Raises :class:`ModelsFileError`."""
     try:
-        params = GenerationParams(**{**base.as_dict(), **defaults})
-    except TypeError as exc:
-        raise ConfigError(f"{where}.defaults: {exc}") from None
+        entry = ModelEntry.model_validate(raw)
+    except ValidationError as exc:
+        raise models_file_error(source, exc, text=text, prefix=("models", name)) from None
+    return spec_from_entry(name, entry, source)
+
+
+def read_models_file(path: Path) -> dict[str, ModelSpec]:
+    """The models one file defines. Raises ``ConfigError`` (one line: file, line, model, key)."""
     try:
-        return ModelSpec(
-            name=name,
-            provider=provider,
-            display_name=str(raw.get("display_name") or raw.get("model") or name),
-            defaults=params,
-            base_url=raw.get("base_url"),
-            model_id=raw.get("model"),
-            api_key_env=raw.get("api_key_env"),
-            max_connections=int(raw.get("max_connections", 8)),
-            stream=bool(raw.get("stream", True)),
-            idle_timeout=float(raw.get("idle_timeout", 60.0)),
-            retry_budget=float(raw.get("retry_budget", 300.0)),
-            source=str(source),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read models file {path}: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"at line (\d+)", str(exc))
+        line = found.group(1) if found else max(1, len(text.splitlines())) if "end of document" in str(exc) else None
+        place = f"{path}:{line}" if line else str(path)
+        raise ConfigError(f"{place}: not valid TOML: {exc}") from None
+    try:
+        parsed = ModelsFile.model_validate(data)
+    except ValidationError as exc:
+        raise models_file_error(path, exc, text=text) from None
+    return {name: spec_from_entry(name, entry, path) for name, entry in parsed.models.items()}
 
 
 def registry_files(extra: Path | None = None) -> list[Path]:
@@ -143,19 +145,12 @@ def registry_files(extra: Path | None = None) -> list[Path]:
 
 
 def load_registry(extra: Path | None = None) -> dict[str, ModelSpec]:
+    """The built-in models, then those of every registry file in order (a later file's model
+    replaces an earlier one of the same name)."""
     models = dict(BUILTIN_MODELS)
     for path in registry_files(extra):
-        if not path.is_file():
-            continue
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        entries = data.get("models", {})
-        if not isinstance(entries, dict):
-            raise ConfigError(f"{path}: [models] must be a table of tables")
-        for name, raw in entries.items():
-            models[name] = spec_from_toml(name, raw, path)
+        if path.is_file():
+            models.update(read_models_file(path))
     return models
 
 

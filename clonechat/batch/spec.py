@@ -33,7 +33,6 @@ Every error names the file, the line and key where it can, and the reason (``Spe
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import random
@@ -47,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from clonechat.batch.toml_lines import Loc, format_loc, line_of
+from clonechat.config_errors import describe_error
 from clonechat.engine.dialogue import DEFAULT_STOP_PHRASE
 from clonechat.engine.records import AgentName
 from clonechat.errors import ClonechatError, ConfigError
@@ -258,23 +258,6 @@ class LoadedSpec:
         return planned
 
 
-def _describe(error: ErrorDetails, known_keys: list[str]) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        key = str(error["loc"][-1])
-        close = difflib.get_close_matches(key, known_keys, n=1, cutoff=0.5)
-        hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known_keys)})"
-        return f"unknown key '{key}'{hint}"
-    if kind == "missing":
-        return f"required key '{error['loc'][-1]}' is missing"
-    if kind == "string_pattern_mismatch":
-        return "names may use letters, digits and _ . : + - (and must start with a letter or digit)"
-    message = error["msg"]
-    if kind == "value_error":
-        message = message.removeprefix("Value error, ")
-    return message
-
-
 def _known_keys(loc: Loc) -> list[str]:
     """The keys allowed in the table holding ``loc``'s last key, for "did you mean" hints."""
     model: type[BaseModel] = ExperimentSpec
@@ -335,7 +318,7 @@ def _validation_error(where: _Where, exc: ValidationError) -> SpecError:
             ", or true for its defaults" if loc[-1] != "coordination" else " (coordination needs its tasks)"
         )
         return where.error(loc, reason)
-    reason = _describe(first, _known_keys(loc))
+    reason = describe_error(first, _known_keys(loc))
     # Union members repeat one problem once per member: count the distinct locations.
     others = {tuple(p for p in e["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)) for e in errors}
     others = {other for other in others if other != loc[: len(other)]}
