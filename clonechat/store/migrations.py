@@ -1,7 +1,11 @@
-"""Versioned schema migrations: a list of frozen SQL steps, applied in order, each once.
+"""Versioned schema migrations: a list of frozen steps, applied in order, each once.
 
-Never edit a step that has shipped; append a new one. ``tests/test_migrations.py`` checks that
-a fresh database, an upgraded one and ``SQLModel.metadata`` all describe the same schema.
+The steps themselves (their SQL, and the one backfill) live in
+:mod:`clonechat.store.migration_steps`, which imports no live clonechat code: a step that has
+shipped never changes its effect, whatever the models, metrics or views become. Never edit a
+step that has shipped; append a new one. ``tests/test_migrations.py`` checks that a fresh
+database, one upgraded from every earlier version and ``SQLModel.metadata`` all describe the
+same schema, and records each shipped step's SHA-256.
 """
 
 from __future__ import annotations
@@ -11,177 +15,19 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, text
 
-from clonechat.store import turn_metrics
-from clonechat.store.views import VIEWS_V1
+from clonechat.store import migration_steps as steps
 
 #: A step is SQL (statements run in order) or a function for what SQL cannot do (a backfill).
 Step = str | Callable[[Connection], object]
 
 MIGRATIONS: list[tuple[str, Step]] = [
-    (
-        "core tables: experiments, conditions, prompts, dialogues, node tree",
-        """
-CREATE TABLE experiment (
-    id VARCHAR NOT NULL,
-    name VARCHAR NOT NULL,
-    spec VARCHAR,
-    spec_hash VARCHAR,
-    created_at DATETIME NOT NULL,
-    PRIMARY KEY (id),
-    UNIQUE (name)
-);
-CREATE TABLE prompt_template (
-    hash VARCHAR NOT NULL,
-    kind VARCHAR NOT NULL,
-    name VARCHAR NOT NULL,
-    source VARCHAR NOT NULL,
-    created_at DATETIME NOT NULL,
-    PRIMARY KEY (hash)
-);
-CREATE TABLE condition (
-    id VARCHAR NOT NULL,
-    experiment_id VARCHAR NOT NULL,
-    name VARCHAR NOT NULL,
-    template VARCHAR NOT NULL,
-    model_a VARCHAR NOT NULL,
-    model_b VARCHAR NOT NULL,
-    settings JSON NOT NULL,
-    created_at DATETIME NOT NULL,
-    PRIMARY KEY (id),
-    UNIQUE (experiment_id, name),
-    FOREIGN KEY(experiment_id) REFERENCES experiment (id)
-);
-CREATE INDEX ix_condition_experiment_id ON condition (experiment_id);
-CREATE TABLE prompt (
-    hash VARCHAR NOT NULL,
-    template_hash VARCHAR NOT NULL,
-    text VARCHAR NOT NULL,
-    variables JSON NOT NULL,
-    created_at DATETIME NOT NULL,
-    PRIMARY KEY (hash),
-    FOREIGN KEY(template_hash) REFERENCES prompt_template (hash)
-);
-CREATE INDEX ix_prompt_template_hash ON prompt (template_hash);
-CREATE TABLE dialogue (
-    id VARCHAR NOT NULL,
-    condition_id VARCHAR NOT NULL,
-    replicate INTEGER NOT NULL,
-    seed INTEGER,
-    status VARCHAR NOT NULL,
-    stop_reason VARCHAR,
-    error VARCHAR,
-    first_speaker VARCHAR NOT NULL,
-    max_turns INTEGER NOT NULL,
-    token_budget INTEGER,
-    stop_phrase VARCHAR,
-    model_a VARCHAR NOT NULL,
-    model_b VARCHAR NOT NULL,
-    system_prompt_a VARCHAR NOT NULL,
-    system_prompt_b VARCHAR NOT NULL,
-    opening_prompt VARCHAR NOT NULL,
-    settings JSON NOT NULL,
-    head_node_id VARCHAR,
-    created_at DATETIME NOT NULL,
-    updated_at DATETIME NOT NULL,
-    PRIMARY KEY (id),
-    UNIQUE (condition_id, replicate),
-    FOREIGN KEY(condition_id) REFERENCES condition (id),
-    FOREIGN KEY(system_prompt_a) REFERENCES prompt (hash),
-    FOREIGN KEY(system_prompt_b) REFERENCES prompt (hash),
-    FOREIGN KEY(opening_prompt) REFERENCES prompt (hash)
-);
-CREATE INDEX ix_dialogue_condition_id ON dialogue (condition_id);
-CREATE INDEX ix_dialogue_status ON dialogue (status);
-CREATE TABLE node (
-    id VARCHAR NOT NULL,
-    dialogue_id VARCHAR NOT NULL,
-    parent_id VARCHAR,
-    speaker VARCHAR NOT NULL,
-    kind VARCHAR NOT NULL,
-    turn_index INTEGER NOT NULL,
-    content VARCHAR NOT NULL,
-    model VARCHAR,
-    params JSON NOT NULL,
-    prompt_tokens INTEGER,
-    prompt_tokens_evaluated INTEGER,
-    prompt_tokens_cached INTEGER,
-    completion_tokens INTEGER,
-    time_to_first_token_ms FLOAT,
-    latency_ms FLOAT,
-    finish_reason VARCHAR,
-    error VARCHAR,
-    created_at DATETIME NOT NULL,
-    PRIMARY KEY (id),
-    FOREIGN KEY(dialogue_id) REFERENCES dialogue (id),
-    FOREIGN KEY(parent_id) REFERENCES node (id)
-);
-CREATE INDEX ix_node_dialogue_id ON node (dialogue_id);
-CREATE INDEX ix_node_parent_id ON node (parent_id);
-""",
-    ),
-    (
-        "scores, and predictions linked to the turn they predict",
-        """
-ALTER TABLE node ADD COLUMN target_node_id VARCHAR REFERENCES node (id);
-CREATE INDEX ix_node_target_node_id ON node (target_node_id);
-CREATE TABLE score (
-    id INTEGER NOT NULL,
-    node_id VARCHAR NOT NULL,
-    scorer VARCHAR NOT NULL,
-    version VARCHAR NOT NULL,
-    value FLOAT,
-    detail JSON NOT NULL,
-    created_at DATETIME NOT NULL,
-    PRIMARY KEY (id),
-    UNIQUE (node_id, scorer, version),
-    FOREIGN KEY(node_id) REFERENCES node (id)
-);
-CREATE INDEX ix_score_node_id ON score (node_id);
-""",
-    ),
-    (
-        "side-channel variants: which prediction, which coordination task",
-        """
-ALTER TABLE node ADD COLUMN variant VARCHAR;
-""",
-    ),
-    (
-        "per-turn conversation metrics, and full-text search over node content",
-        """
-CREATE TABLE turn_metrics (
-    node_id VARCHAR NOT NULL,
-    dialogue_id VARCHAR NOT NULL,
-    version INTEGER NOT NULL,
-    chars INTEGER NOT NULL,
-    words INTEGER NOT NULL,
-    distinct_words INTEGER NOT NULL,
-    new_words INTEGER NOT NULL,
-    vocabulary INTEGER NOT NULL,
-    overlap_partner FLOAT,
-    overlap_self FLOAT,
-    repetition FLOAT,
-    symbol_rate FLOAT NOT NULL,
-    emoji_rate FLOAT NOT NULL,
-    PRIMARY KEY (node_id),
-    FOREIGN KEY(node_id) REFERENCES node (id),
-    FOREIGN KEY(dialogue_id) REFERENCES dialogue (id)
-);
-CREATE INDEX ix_turn_metrics_dialogue_id ON turn_metrics (dialogue_id);
-CREATE VIRTUAL TABLE node_fts USING fts5(
-    content, content="node", content_rowid="rowid", tokenize="unicode61 remove_diacritics 2"
-);
-CREATE TRIGGER node_fts_delete AFTER DELETE ON node BEGIN
-    INSERT INTO node_fts (node_fts, rowid, content) VALUES ('delete', old.rowid, old.content);
-END;
-CREATE TRIGGER node_fts_update AFTER UPDATE OF content ON node BEGIN
-    INSERT INTO node_fts (node_fts, rowid, content) VALUES ('delete', old.rowid, old.content);
-    INSERT INTO node_fts (rowid, content) VALUES (new.rowid, new.content);
-END;
-INSERT INTO node_fts (node_fts) VALUES ('rebuild');
-""",
-    ),
-    ("metrics for the turns stored before there were metrics", turn_metrics.backfill),
-    ("views for the common questions", VIEWS_V1),
+    ("core tables: experiments, conditions, prompts, dialogues, node tree", steps.CORE_TABLES),
+    ("scores, and predictions linked to the turn they predict", steps.SCORES_AND_TARGETS),
+    ("side-channel variants: which prediction, which coordination task", steps.VARIANTS),
+    ("per-turn conversation metrics, and full-text search over node content", steps.TURN_METRICS_AND_SEARCH),
+    ("metrics for the turns stored before there were metrics", steps.backfill_turn_metrics_v1),
+    ("views for the common questions", steps.VIEWS_V1),
+    ("the scorer version in force: v_score, read by v_prediction and v_coordination", steps.SCORES_IN_FORCE),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
