@@ -141,11 +141,6 @@ class Database:
 
 
 def _check_is_clonechat(conn: Connection, path: Path) -> None:
-    version = migrations.current_version(conn)
-    if version > migrations.SCHEMA_VERSION:
-        raise StoreError(
-            f"{path} has schema version {version}, newer than this clonechat understands "
-            f"({migrations.SCHEMA_VERSION}): upgrade clonechat"
-        )
-    if version == 0 and migrations.user_tables(conn):
-        raise StoreError(f"{path} is an SQLite database but not a clonechat one (it has other tables)")
+    from clonechat.read.connect import check_version
+
+    check_version(migrations.current_version(conn), bool(migrations.user_tables(conn)), path, upgrading=True)

@@ -34,6 +34,7 @@ import regex
 from sqlalchemy import Connection, text
 
 from clonechat.engine.records import NodeRecord
+from clonechat.read.paths import ancestors
 
 METRICS_VERSION = 1
 #: Dialogues whose latest path state the writer keeps; a miss rebuilds it from the database.
@@ -158,27 +159,16 @@ class PathState:
         return PathState(set(self.vocabulary), dict(self.latest))
 
 
-_PATH_TURNS = text(
-    """
-WITH RECURSIVE up(id, parent_id, depth) AS (
-    SELECT id, parent_id, 0 FROM node WHERE id = :node
-    UNION ALL
-    SELECT n.id, n.parent_id, up.depth + 1 FROM node n JOIN up ON n.id = up.parent_id
-)
-SELECT n.speaker, n.content FROM up JOIN node n ON n.id = up.id
-WHERE n.kind = 'turn' ORDER BY up.depth DESC
-"""
-)
-
-
 def state_after(conn: Connection, node_id: str | None) -> PathState:
     """The path state after ``node_id``, replayed from the database (a resume, a branch, or a
     dialogue the cache has let go)."""
     state = PathState()
     if node_id is None:
         return state
-    for speaker, content in conn.execute(_PATH_TURNS, {"node": node_id}):
-        state.advance("", "", speaker, content)
+    path = reversed(ancestors(conn, node_id, columns=("kind", "speaker", "content")))
+    for kind, speaker, content in path:
+        if kind == "turn":
+            state.advance("", "", speaker, content)
     return state
 
 

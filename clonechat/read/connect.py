@@ -1,0 +1,191 @@
+"""Opening a run database to read it: one connection factory, one schema check.
+
+Viewers (``ls``, ``show``, the TUI, ``query``/``search``/``export``, ``report``, ``open_run_db``)
+open the file with ``mode=ro`` and ``PRAGMA query_only``: nothing they do can write to it, they
+never create a database that is not there, and they never migrate (``Database.open`` would, in
+an ``IMMEDIATE`` transaction that queues behind a running batch and upgrades a file the user
+only wanted to look at). :func:`open_sqlite` is the factory; the SQLAlchemy engine of
+:class:`Reader` is built on it, so both paths see the same checks. :func:`check_version` is the
+one place that says whether this clonechat can use a file's schema, for readers and the writer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from clonechat.constants import BUSY_TIMEOUT_MS
+from clonechat.errors import NotFoundError, StoreError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+    from sqlmodel import Session
+
+_VERSION_TABLE = "clonechat_migrations"
+_TABLES_SQL = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+_VERSION_SQL = f"SELECT COALESCE(MAX(version), 0) FROM {_VERSION_TABLE}"
+
+
+def _schema_version() -> int:
+    # Imported on use: the migrations module loads SQLAlchemy, which ``clonechat query`` avoids.
+    from clonechat.store.migrations import SCHEMA_VERSION
+
+    return SCHEMA_VERSION
+
+
+def check_version(version: int, has_other_tables: bool, path: Path, *, upgrading: bool = False) -> int:
+    """``version`` if this clonechat can use the file (0: no clonechat tables yet), else a
+    StoreError that says what to do. A reader needs the current schema; the writer
+    (``upgrading``) accepts any older one, because it is about to migrate it."""
+    current = _schema_version()
+    if version == 0:
+        if has_other_tables:
+            raise StoreError(f"{path} is an SQLite database but not a clonechat one (it has other tables)")
+        return 0
+    if version > current:
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this clonechat understands ({current}): upgrade clonechat"
+        )
+    if version < current and not upgrading:
+        raise StoreError(
+            f"{path} has schema version {version}, this clonechat reads {current}: "
+            f"run 'clonechat ls --db {path}' once to upgrade it"
+        )
+    return version
+
+
+def schema_state(conn: sqlite3.Connection) -> tuple[int, bool]:
+    """The file's schema version (0 before clonechat created its tables) and whether it has
+    tables that are not clonechat's."""
+    tables = {str(row[0]) for row in conn.execute(_TABLES_SQL)}
+    if _VERSION_TABLE not in tables:
+        return 0, bool(tables)
+    return int(conn.execute(_VERSION_SQL).fetchone()[0]), False
+
+
+def readonly_uri(path: Path) -> str:
+    return f"{path.resolve().as_uri()}?mode=ro"
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A raw connection that cannot write (``mode=ro`` and ``query_only``), in autocommit mode
+    so each statement sees the newest committed data; no schema check (see :func:`open_sqlite`)."""
+    conn = sqlite3.connect(
+        readonly_uri(path), uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def _usable_path(db_path: Path | str) -> Path | None:
+    path = Path(db_path)
+    if path.is_dir():
+        raise StoreError(f"database path {path} is a directory")
+    return path if path.exists() else None
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", None) or exc)
+
+
+def open_sqlite(db_path: Path | str) -> sqlite3.Connection | None:
+    """The checked read-only connection to ``db_path``; ``None`` if there is no database yet or
+    it has no clonechat tables (a fresh checkout is empty, not an error, and is not created).
+    Any failure is a StoreError naming the file."""
+    path = _usable_path(db_path)
+    if path is None:
+        return None
+    try:
+        conn = connect_readonly(path)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from None
+    try:
+        version = check_version(*schema_state(conn), path)
+    except StoreError:
+        conn.close()
+        raise
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"cannot read {path}: {exc}") from None
+    if version == 0:
+        conn.close()
+        return None
+    return conn
+
+
+class Readable(Protocol):
+    """Anything the read functions can read from: a :class:`Reader`, or the writer's
+    :class:`~clonechat.store.database.Database` (its reader engine) in a process that writes."""
+
+    path: Path
+
+    @property
+    def reader_engine(self) -> Engine: ...
+
+
+class Reader:
+    """A run database opened for reading only (see :func:`open_reader`)."""
+
+    def __init__(self, path: Path, engine: Engine) -> None:
+        self.path = path
+        self._engine = engine
+
+    @property
+    def reader_engine(self) -> Engine:
+        return self._engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        from sqlmodel import Session
+
+        with Session(self._engine) as session:
+            yield session
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def reader_engine(path: Path) -> Engine:
+    """A SQLAlchemy engine whose connections come from :func:`connect_readonly` (one per use:
+    safe across the TUI's worker threads, never held while a batch writes)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    return create_engine("sqlite://", creator=lambda: connect_readonly(path), poolclass=NullPool)
+
+
+@contextmanager
+def open_reader(db_path: Path | str) -> Iterator[Reader | None]:
+    """A :class:`Reader` on ``db_path`` after the schema check, closed on exit; ``None`` if
+    there is no database yet (see :func:`open_sqlite`). Failures reading it are StoreErrors
+    naming the file."""
+    checked = open_sqlite(db_path)
+    if checked is None:
+        yield None
+        return
+    checked.close()
+    path = Path(db_path)
+    reader = Reader(path, reader_engine(path))
+    try:
+        yield reader
+    except (StoreError, NotFoundError):
+        raise
+    except Exception as exc:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if isinstance(exc, (SQLAlchemyError, sqlite3.Error)):
+            raise StoreError(f"cannot read {path}: {_reason(exc)}") from None
+        raise
+    finally:
+        reader.close()
+
+
+@contextmanager
+def connection(db: Readable) -> Iterator[Connection]:
+    """One short read connection (its own, so a read never waits on or blocks the writer)."""
+    with db.reader_engine.connect() as conn:
+        yield conn
