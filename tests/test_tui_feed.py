@@ -15,9 +15,10 @@ import anyio.to_thread
 import pytest
 
 from clonechat.engine.records import NodeRecord, new_id, utcnow
+from clonechat.read.feed import NODES_FILTERED_SQL, NODES_SQL
 from clonechat.store import writes
 from clonechat.store.database import Database
-from clonechat.tui.feed import NODES_FILTERED_SQL, NODES_SQL, DatabaseFeed, FeedUpdate
+from clonechat.tui.feed import DatabaseFeed, FeedUpdate
 
 pytestmark = pytest.mark.anyio
 

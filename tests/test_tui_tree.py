@@ -15,8 +15,8 @@ from textual.widgets import Input, Static, TextArea
 
 from clonechat.branching import fork_with_edit
 from clonechat.errors import NotFoundError
+from clonechat.read.dialogues import prompt_text, resolve_dialogue
 from clonechat.session import DialogueRequest
-from clonechat.store import reads
 from clonechat.store.database import Database
 from clonechat.tui.live import LiveDialogue, UiEvent
 from clonechat.tui.screens.compare import CompareScreen
@@ -185,8 +185,8 @@ async def test_fork_edits_and_continues_with_new_params(db: Database, db_path: P
         assert area.text == view.node_at(2).content
         area.text = "Edited by the researcher."
         system_a = fork_screen.query_one("#fork-system-a", TextArea)
-        stored = reads.resolve_dialogue(db, live.dialogue_id).system_prompt_a
-        assert system_a.text == reads.prompt_text(db, stored)  # prefilled with what A ran with
+        stored = resolve_dialogue(db, live.dialogue_id).system_prompt_a
+        assert system_a.text == prompt_text(db, stored)  # prefilled with what A ran with
         system_a.text = "You are A, now told to be brief."
         fork_screen.query_one("#fork-temperature", Input).value = "1.3"
         fork_screen.query_one("#fork-max-tokens", Input).value = "77"

@@ -11,16 +11,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Protocol, runtime_checkable
 
-from sqlalchemy import text
-from sqlmodel import col, select
-
 from clonechat.engine.records import CONVERSATION_KINDS, NodeRecord
 from clonechat.errors import NotFoundError
-from clonechat.store.database import Database
-from clonechat.store.models import Dialogue, Node
-from clonechat.store.reads import node_record
+from clonechat.read.connect import Readable, connection
+from clonechat.read.dialogues import get_dialogue
+from clonechat.read.paths import ancestors, node_record, nodes_by_id
 
-#: Nodes per page the SQLite source loads at once (one ``IN (...)`` query, far below SQLite's
+#: Nodes per page the SQLite source loads at once (one lookup by id, far below SQLite's
 #: bound-parameter limit).
 DEFAULT_PAGE_SIZE = 64
 #: Pages the SQLite source keeps; with the default page size about 1,000 nodes stay in memory.
@@ -64,19 +61,6 @@ class ListSource:
         self._nodes.append(node)
 
 
-#: Walks up from ``:start`` through at most ``:count`` nodes (the start included), nearest first.
-_ANCESTORS = text(
-    """
-    WITH RECURSIVE ancestry(id, parent_id, kind, turn_index, depth) AS (
-        SELECT id, parent_id, kind, turn_index, 0 FROM node WHERE id = :start
-        UNION ALL
-        SELECT node.id, node.parent_id, node.kind, node.turn_index, ancestry.depth + 1
-        FROM node JOIN ancestry ON node.id = ancestry.parent_id
-        WHERE ancestry.depth + 1 < :count
-    )
-    SELECT id, kind, turn_index FROM ancestry ORDER BY depth
-    """
-)
 #: Ancestors read per walk beyond what a page needs, so scrolling up walks in few queries.
 WALK_AHEAD = 512
 
@@ -88,20 +72,20 @@ class SqlitePathSource:
     ``turn_index`` + 1 (a conversation node's turn index is its depth: the engine numbers turns
     along the path, and a fork copies the index of the message it edits), so nothing is walked
     up front. The path's node *ids* are found from the leaf upwards only as far as a page asks
-    (a bounded recursive walk over the id, parent and kind columns, ``WALK_AHEAD`` further each
-    time), and kept (short strings: cheap even for 100,000). Node rows, whose text is the
-    expensive part, are read one page at a time (``WHERE id IN (...)``) and kept in a small
-    LRU of pages so scrolling back and forth does not re-query; at most ``max_pages *
-    page_size`` records are held.
+    (the read layer's bounded walk, :func:`clonechat.read.paths.ancestors`, over the id, kind
+    and turn-index columns, ``WALK_AHEAD`` further each time), and kept (short strings: cheap
+    even for 100,000). Node rows, whose text is the expensive part, are read one page at a time
+    (:func:`clonechat.read.paths.nodes_by_id`) and kept in a small LRU of pages so scrolling back
+    and forth does not re-query; at most ``max_pages * page_size`` records are held.
 
-    It reads through :meth:`Database.session` (the reader engine: its own short-lived
-    connection per query, safe while a batch's writer commits in WAL mode), so the TUI can
-    watch a database another process is writing.
+    It reads through ``db.reader_engine`` (a :class:`~clonechat.read.connect.Reader`, or the
+    writer's ``Database``: its own short-lived connection per query, safe while a batch's writer
+    commits in WAL mode), so the TUI can watch a database another process is writing.
     """
 
     def __init__(
         self,
-        db: Database,
+        db: Readable,
         dialogue_id: str,
         leaf_id: str | None = None,
         *,
@@ -126,15 +110,14 @@ class SqlitePathSource:
         self._known_from = len(self._ids) - 1 if self._ids else 0
 
     def _open(self, leaf_id: str | None) -> list[str | None]:
-        with self._db.session() as session:
+        if leaf_id is None:
+            dialogue = get_dialogue(self._db, self.dialogue_id)
+            if dialogue is None:
+                raise NotFoundError(f"no dialogue with id {self.dialogue_id!r} in {self._db.path}")
+            leaf_id = dialogue.head_node_id
             if leaf_id is None:
-                dialogue = session.get(Dialogue, self.dialogue_id)
-                if dialogue is None:
-                    raise NotFoundError(f"no dialogue with id {self.dialogue_id!r} in {self._db.path}")
-                leaf_id = dialogue.head_node_id
-                if leaf_id is None:
-                    return []
-            leaf = session.get(Node, leaf_id)
+                return []
+        leaf = nodes_by_id(self._db, [leaf_id]).get(leaf_id)
         if leaf is None or leaf.kind not in CONVERSATION_KINDS:
             raise NotFoundError(f"no conversation node with id {leaf_id!r} in {self._db.path}")
         ids: list[str | None] = [None] * (leaf.turn_index + 1)
@@ -148,9 +131,9 @@ class SqlitePathSource:
             return
         target = max(0, min(index, self._known_from - WALK_AHEAD))
         start = self._ids[self._known_from]
-        params = {"start": start, "count": self._known_from - target + 1}
-        with self._db.session() as session:
-            rows = session.connection().execute(_ANCESTORS, params).all()
+        assert start is not None  # the leaf, or where the last walk stopped
+        with connection(self._db) as conn:
+            rows = ancestors(conn, start, self._known_from - target + 1, columns=("id", "kind", "turn_index"))
         for depth, (node_id, kind, turn_index) in enumerate(rows):
             expected = self._known_from - depth
             if kind not in CONVERSATION_KINDS or turn_index != expected:
@@ -225,10 +208,8 @@ class SqlitePathSource:
         if cached is not None and len(cached) == len(ids):
             self._pages.move_to_end(number)
             return cached
-        with self._db.session() as session:
-            rows = session.exec(select(Node).where(col(Node.id).in_(ids))).all()
-            found = {n.id: node_record(n) for n in rows}
-        self.rows_loaded += len(rows)
+        found = {node_id: node_record(n) for node_id, n in nodes_by_id(self._db, ids).items()}
+        self.rows_loaded += len(found)
         records: list[NodeRecord] = []
         for node_id in ids:
             record = found.get(node_id)

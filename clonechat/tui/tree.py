@@ -7,44 +7,25 @@ without Textual and without loading any message text.
 
 Two trees answer the same questions (:class:`TreeNavigation`): :class:`DialogueTree` holds the
 nodes in memory (built from a list: for tests and small trees), and :class:`StoredTree` asks
-SQLite one step at a time (a node's parent, its children: indexed lookups), so opening and
-navigating a 100,000-turn dialogue costs neither seconds of loading nor memory that grows with
-the dialogue.
+the run database one step at a time through :mod:`clonechat.read.tree` (a node's parent, its
+children: indexed lookups), so opening and navigating a 100,000-turn dialogue costs neither
+seconds of loading nor memory that grows with the dialogue. The questions and their queries
+live in the read layer; this module holds the navigation built on them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import TextClause, bindparam, text
-
-from clonechat.engine.records import CONVERSATION_KINDS
 from clonechat.errors import NotFoundError
-from clonechat.store.database import Database
+from clonechat.read import tree as stored
+from clonechat.read.connect import Readable
+from clonechat.read.tree import TreeNode
 
-_TREE_ROWS = text(
-    "SELECT id, parent_id, speaker, turn_index, created_at FROM node WHERE dialogue_id = :dialogue AND kind IN :kinds"
-).bindparams(bindparam("kinds", expanding=True))
-
-
-def _datetime(value: object) -> datetime:
-    """A timestamp column as SQLite returns it through a raw query (ISO text)."""
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-
-
-@dataclass(frozen=True)
-class TreeNode:
-    """The shape of one conversation node: enough to navigate, none of its text."""
-
-    id: str
-    parent_id: str | None
-    speaker: str
-    turn_index: int
-    created_at: datetime
+__all__ = ["DialogueTree", "StoredTree", "TreeNavigation", "TreeNode"]
 
 
 class TreeNavigation(ABC):
@@ -110,12 +91,9 @@ class DialogueTree(TreeNavigation):
             self.add(node)
 
     @classmethod
-    def load(cls, db: Database, dialogue_id: str) -> DialogueTree:
+    def load(cls, db: Readable, dialogue_id: str) -> DialogueTree:
         """The dialogue's tree, read in one query of a few small columns."""
-        params = {"dialogue": dialogue_id, "kinds": sorted(CONVERSATION_KINDS)}
-        with db.session() as session:
-            rows = session.connection().execute(_TREE_ROWS, params).all()
-        return cls(TreeNode(str(r[0]), r[1], str(r[2]), int(r[3]), _datetime(r[4])) for r in rows)
+        return cls(stored.tree_nodes(db, dialogue_id))
 
     def add(self, node: TreeNode) -> None:
         """Add a node (e.g. a turn a live dialogue just completed); its parent need not be here
@@ -170,66 +148,36 @@ class DialogueTree(TreeNavigation):
         return path
 
 
-_NODE_ROW = text(
-    "SELECT parent_id, turn_index FROM node WHERE id = :id AND dialogue_id = :dialogue AND kind IN :kinds"
-).bindparams(bindparam("kinds", expanding=True))
-_CHILD_ROWS = text("SELECT id, created_at FROM node WHERE parent_id = :parent AND kind IN :kinds").bindparams(
-    bindparam("kinds", expanding=True)
-)
-_ROOT_ROWS = text(
-    "SELECT id, created_at FROM node WHERE dialogue_id = :dialogue AND parent_id IS NULL AND kind IN :kinds"
-).bindparams(bindparam("kinds", expanding=True))
-#: Down from ``:start`` by the newest child each step (one indexed lookup per step).
-_NEWEST_DESCENT = text(
-    """
-    WITH RECURSIVE down(id, depth) AS (
-        SELECT :start, 0
-        UNION ALL
-        SELECT (SELECT n.id FROM node n WHERE n.parent_id = down.id AND n.kind IN :kinds
-                ORDER BY n.created_at DESC, n.id DESC LIMIT 1), depth + 1
-        FROM down WHERE down.id IS NOT NULL
-    )
-    SELECT id FROM down WHERE id IS NOT NULL ORDER BY depth DESC LIMIT 1
-    """
-).bindparams(bindparam("kinds", expanding=True))
-
-
 class StoredTree(TreeNavigation):
-    """A stored dialogue's tree, asked of SQLite a step at a time (nothing is loaded up front).
+    """A stored dialogue's tree, asked of the database a step at a time (nothing is loaded up
+    front: :mod:`clonechat.read.tree` answers each question with an indexed lookup).
 
     Nodes this process saw complete are :meth:`add`-ed too: the writer commits a moment after
     the engine reports a turn, and a key pressed in between must already see it.
     """
 
-    def __init__(self, db: Database, dialogue_id: str) -> None:
+    def __init__(self, db: Readable, dialogue_id: str) -> None:
         self._db = db
         self.dialogue_id = dialogue_id
-        self._kinds = sorted(CONVERSATION_KINDS)
         self._added = DialogueTree(())
 
     def add(self, node: TreeNode) -> None:
         self._added.add(node)
 
-    def _query(self, statement: TextClause, **params: object) -> list[tuple[Any, ...]]:
-        with self._db.session() as session:
-            result = session.connection().execute(statement, {"kinds": self._kinds, **params})
-            return [tuple(row) for row in result]
-
-    def _row(self, node_id: str) -> tuple[str | None, int] | None:
+    def _place(self, node_id: str) -> tuple[str | None, int] | None:
         if node_id in self._added:
             added = self._added.node(node_id)
             return added.parent_id, added.turn_index
-        rows = self._query(_NODE_ROW, id=node_id, dialogue=self.dialogue_id)
-        return (rows[0][0], int(rows[0][1])) if rows else None
+        return stored.tree_place(self._db, self.dialogue_id, node_id)
 
     def _known(self, node_id: str) -> tuple[str | None, int]:
-        row = self._row(node_id)
-        if row is None:
+        place = self._place(node_id)
+        if place is None:
             raise NotFoundError(f"node {node_id} is not in the tree of dialogue {self.dialogue_id}")
-        return row
+        return place
 
     def __contains__(self, node_id: object) -> bool:
-        return isinstance(node_id, str) and self._row(node_id) is not None
+        return isinstance(node_id, str) and self._place(node_id) is not None
 
     def parent(self, node_id: str) -> str | None:
         return self._known(node_id)[0]
@@ -238,19 +186,15 @@ class StoredTree(TreeNavigation):
         return self._known(node_id)[1]
 
     def children(self, node_id: str | None) -> list[str]:
-        if node_id is None:
-            rows = self._query(_ROOT_ROWS, dialogue=self.dialogue_id)
-        else:
-            rows = self._query(_CHILD_ROWS, parent=node_id)
-        stamped = {str(r[0]): _naive(_datetime(r[1])) for r in rows}
+        found = stored.roots(self._db, self.dialogue_id) if node_id is None else stored.children(self._db, node_id)
+        stamped = {child.id: _naive(child.created_at) for child in found}
         for child in self._added.children(node_id):
             stamped.setdefault(child, self._added.node(child).created_at)
         return sorted(stamped, key=lambda i: (stamped[i], i))
 
     def leaf_of(self, node_id: str) -> str:
         self._known(node_id)
-        rows = self._query(_NEWEST_DESCENT, start=node_id)
-        current = str(rows[0][0]) if rows else node_id
+        current = stored.newest_leaf(self._db, node_id) or node_id
         # Turns seen here but not committed yet continue the newest branch.
         while children := self.children(current):
             current = children[-1]

@@ -1,8 +1,9 @@
 """The dialogue browser: every stored dialogue in a table, narrowed by filters as you change them.
 
-All database work happens in a worker thread (``clonechat.tui.data``), so a large database or a
-batch holding the write lock never freezes the screen. Each reload cancels the one before it
-(an exclusive worker), so only the answer to the latest filters is ever shown.
+All database work happens in a worker thread (``clonechat.tui.data``, which reads through the
+read layer), so a large database or a batch holding the write lock never freezes the screen.
+Each reload cancels the one before it (an exclusive worker), so only the answer to the latest
+filters is ever shown.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, Select, Static
 
 from clonechat.errors import ClonechatError
-from clonechat.store.reads import DialogueSummary
+from clonechat.read.dialogues import DialogueSummary, Facets
 from clonechat.tui import data
-from clonechat.tui.data import Facets
 from clonechat.tui.screens import PaletteCommand
 
 EMPTY_TEXT = "No dialogues yet — press [b]n[/b] to start a live clone dialogue on the embedded model"

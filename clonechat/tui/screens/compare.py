@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from clonechat.store.database import Database
+from clonechat.read.connect import Readable
 from clonechat.tui.transcript_source import SqlitePathSource
 from clonechat.tui.widgets.transcript import TranscriptView
 
@@ -41,7 +41,7 @@ class CompareScreen(Screen[None]):
         Binding("tab", "focus_next", "Other side", show=False),
     ]
 
-    def __init__(self, db: Database, dialogue_id: str, left_leaf: str, right_leaf: str) -> None:
+    def __init__(self, db: Readable, dialogue_id: str, left_leaf: str, right_leaf: str) -> None:
         super().__init__()
         self.left_source = SqlitePathSource(db, dialogue_id, leaf_id=left_leaf)
         self.right_source = SqlitePathSource(db, dialogue_id, leaf_id=right_leaf)
