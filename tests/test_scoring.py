@@ -23,9 +23,10 @@ from typer.testing import CliRunner, Result
 from clonechat.analysis.load import load_report_data
 from clonechat.cli import app
 from clonechat.cli.analysis import MODEL_SCORERS
+from clonechat.read.connect import open_reader
 from clonechat.scoring.registry import DEFAULT_SCORERS, TEXT_SCORERS, get_text_scorer
 from clonechat.scoring.runner import SHUFFLED_SUFFIX
-from clonechat.store.database import Database
+from clonechat.tui import scores_data
 
 EXPERIMENT = "scoring"
 CONDITIONS = 2
@@ -192,7 +193,7 @@ def test_unknown_scorer_experiment_and_list(db: Path) -> None:
         assert name in line
     missing = cli("score", "no-such-experiment", "--db", db)
     assert missing.exit_code != 0
-    assert missing.stderr.strip() == f"error: no experiment named 'no-such-experiment' in {db} (see 'clonechat ls')"
+    assert missing.stderr.strip().startswith(f"error: no experiment named 'no-such-experiment' in {db} (known: ")
     assert score_count(db) == count
     listed = cli("score", "--list")
     assert listed.exit_code == 0, listed.output
@@ -236,8 +237,9 @@ def test_stored_value_is_the_scorer_applied_to_the_messages(db: Path) -> None:
 
 
 def test_load_report_data_counts(db: Path) -> None:
-    with Database.open(db, create=False) as database:
-        data = load_report_data(database, EXPERIMENT)
+    with open_reader(db) as reader:  # display only: the read-only reader is enough
+        assert reader is not None
+        data = load_report_data(reader, EXPERIMENT)
     assert data.experiment == EXPERIMENT
     assert data.control == "base"
     assert [c.name for c in data.conditions] == ["base", "aware"]
@@ -325,3 +327,143 @@ def test_judge_scores_through_a_model_server_with_its_rubric(db: Path, tmp_path:
         "ORDER BY p.id LIMIT 1",
     )[0]
     assert any(prediction in rubric and actual in rubric for rubric in rubrics)
+
+
+# -- the scorer version in force ----------------------------------------------------------------
+
+#: Stored after the batch's own rows (which carry today's date), version "9" before "10".
+STORED_9, STORED_10 = "2100-01-01 00:00:00.000000", "2100-01-02 00:00:00.000000"
+#: ``v_score`` as it would be with "the newest version" meaning max(version) compared as text.
+MAX_AS_TEXT_V_SCORE = """
+CREATE VIEW v_score AS
+SELECT s.id, s.node_id, s.scorer, s.version, s.value, s.detail, s.created_at FROM score s
+WHERE s.id = (SELECT v.id FROM score v WHERE v.node_id = s.node_id AND v.scorer = s.scorer
+              ORDER BY v.version DESC LIMIT 1)
+"""
+
+
+def store_score(db: Path, node: str, scorer: str, version: str, value: float | None, detail: str, at: str) -> None:
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "INSERT INTO score (node_id, scorer, version, value, detail, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (node, scorer, version, value, detail, at),
+        )
+
+
+def rescore_at_9_then_10(db: Path) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """One prediction rescored by ``chrf`` at version "9", then "10" (stored later), with its
+    shuffled control scored at "9" only; one coordination question's answers read at "9" (the
+    agents agree) then "10" (they do not). Max-as-text would pick "9" for both."""
+    prediction = query(
+        db,
+        "SELECT p.id, p.dialogue_id, t.turn_index, p.variant FROM node p JOIN node t ON t.id = p.target_node_id "
+        "WHERE p.kind = 'prediction' ORDER BY p.id LIMIT 1",
+    )[0]
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("DELETE FROM score WHERE node_id = ? AND scorer IN ('chrf', 'chrf~shuffled')", (prediction[0],))
+    store_score(db, prediction[0], "chrf", "9", 0.9, "{}", STORED_9)
+    store_score(db, prediction[0], "chrf~shuffled", "9", 0.09, "{}", STORED_9)
+    store_score(db, prediction[0], "chrf", "10", 0.1, "{}", STORED_10)
+    coordination = query(
+        db,
+        "SELECT a.id, b.id, a.dialogue_id, a.variant FROM node a JOIN node b ON b.dialogue_id = a.dialogue_id "
+        "AND b.kind = 'coordination' AND b.speaker = 'B' AND b.variant = a.variant "
+        "WHERE a.kind = 'coordination' AND a.speaker = 'A' ORDER BY a.id LIMIT 1",
+    )[0]
+    for node, speaker in ((coordination[0], "a"), (coordination[1], "b")):
+        store_score(db, node, "answer", "9", None, json.dumps({"answer": "same"}), STORED_9)
+        store_score(db, node, "answer", "10", None, json.dumps({"answer": f"ten-{speaker}"}), STORED_10)
+    return prediction, coordination
+
+
+def every_reader(db: Path, prediction: tuple[Any, ...], coordination: tuple[Any, ...]) -> dict[str, Any]:
+    """What each reader says of the rescored prediction and coordination question: the views,
+    the report's data, and the scores screen's data (each through its own read-only path)."""
+    prediction_id, dialogue, turn, variant = prediction
+    _a, _b, coordination_dialogue, question = coordination
+    task, _, phase = question.partition("@")
+    with open_reader(db) as reader:
+        assert reader is not None
+        report = load_report_data(reader, EXPERIMENT)
+    screen = scores_data.load_scores(db, EXPERIMENT)
+    points = scores_data.turn_accuracy(db, dialogue, "chrf")
+
+    def prediction_of(rows: list[Any]) -> list[tuple[float, float | None]]:
+        return [
+            (r.value, r.baseline)
+            for r in rows
+            if (r.dialogue_id, r.turn_index, r.variant, r.scorer) == (dialogue, turn, variant, "chrf")
+        ]
+
+    def answers_of(pairs: list[Any]) -> list[tuple[str, str]]:
+        return [
+            (p.answer_a, p.answer_b)
+            for p in pairs
+            if (p.dialogue_id, p.task, p.phase) == (coordination_dialogue, task, phase)
+        ]
+
+    return {
+        "v_score": query(db, "SELECT version FROM v_score WHERE node_id = ? AND scorer = 'chrf'", prediction_id),
+        "v_prediction": query(
+            db,
+            "SELECT version, value, shuffled_value FROM v_prediction WHERE prediction_id = ? AND scorer = 'chrf'",
+            prediction_id,
+        ),
+        "v_coordination": query(
+            db,
+            "SELECT answer_a, answer_b, matched FROM v_coordination WHERE dialogue_id = ? AND task = ? AND phase = ?",
+            coordination_dialogue,
+            task,
+            phase,
+        ),
+        "report predictions": prediction_of(report.predictions),
+        "report coordination": answers_of(report.coordination),
+        "screen predictions": prediction_of(screen.data.predictions),
+        "screen turn": [(p.value, p.baseline) for p in points if (p.turn_index, p.variant) == (turn, variant)],
+        "screen coordination": answers_of(screen.data.coordination),
+        # the screen's match rates are v_coordination's, pair for pair
+        "screen match rates": sorted((r.condition, r.task, r.phase, r.match_rate) for r in screen.coordination),
+        "v_coordination match rates": sorted(
+            (str(c), str(t), str(p), float(m))
+            for c, t, p, m in query(
+                db,
+                "SELECT condition, task, phase, avg(matched) FROM v_coordination WHERE experiment = ? "
+                "GROUP BY condition, task, phase",
+                EXPERIMENT,
+            )
+        ),
+    }
+
+
+def test_every_reader_uses_the_scorer_version_stored_last(db: Path) -> None:
+    """Version "10" was stored after "9": the views, the report and the scores screen all show
+    it, although "9" > "10" as text; the shuffled control, scored at "9" only, gives no
+    baseline at "10" rather than one from another version."""
+    prediction, coordination = rescore_at_9_then_10(db)
+    seen = every_reader(db, prediction, coordination)
+    assert seen["v_score"] == [("10",)]
+    assert seen["v_prediction"] == [("10", 0.1, None)]
+    assert seen["v_coordination"] == [("ten-a", "ten-b", 0)]
+    for reader in ("report predictions", "screen predictions", "screen turn"):
+        assert seen[reader] == [(0.1, None)], reader
+    for reader in ("report coordination", "screen coordination"):
+        assert seen[reader] == [("ten-a", "ten-b")], reader
+    assert seen["screen match rates"] == seen["v_coordination match rates"]
+
+
+def test_readers_follow_v_score_not_a_rule_of_their_own(db: Path) -> None:
+    """Redefine ``v_score`` in this copy as max(version) by text: every reader then shows "9".
+    So none of them decides which version counts by itself; the view is the one definition."""
+    prediction, coordination = rescore_at_9_then_10(db)
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("DROP VIEW v_score")
+        conn.execute(MAX_AS_TEXT_V_SCORE)
+    seen = every_reader(db, prediction, coordination)
+    assert seen["v_score"] == [("9",)]
+    assert seen["v_prediction"] == [("9", 0.9, 0.09)]
+    assert seen["v_coordination"] == [("same", "same", 1)]
+    for reader in ("report predictions", "screen predictions", "screen turn"):
+        assert seen[reader] == [(0.9, 0.09)], reader
+    for reader in ("report coordination", "screen coordination"):
+        assert seen[reader] == [("same", "same")], reader
+    assert seen["screen match rates"] == seen["v_coordination match rates"]

@@ -1,8 +1,8 @@
 """What a report is made of: plain rows loaded from the run database.
 
-The loader (``load_report_data``) is the only part that knows SQL; the statistics and the
-report writer work on these dataclasses, so they can be tested on synthetic data with a known
-answer.
+The loader (``load_report_data``) is the only part that reads the database (through
+:mod:`clonechat.read`); the statistics and the report writer work on these dataclasses, so they
+can be tested on synthetic data with a known answer.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """``clonechat score`` and ``clonechat report``: measuring stored runs and writing them up.
 
 Both read the database a batch wrote and never touch its turns; ``score`` adds score rows
-(idempotently), ``report`` writes Markdown and PNG plots.
+(idempotently), ``report`` writes Markdown and PNG plots. ``report`` scores first (the cheap text
+scorers and the coordination answers, so it never lacks figures a plain ``score`` would give),
+so it opens the database for writing; the report's data is then read with the scores in force.
 """
 
 from __future__ import annotations

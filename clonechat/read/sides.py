@@ -10,9 +10,10 @@ TUI's dialogue screen all group with :func:`group_by_anchor`.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from clonechat.read.connect import Readable
+from clonechat.read.connect import Readable, connection
 
 if TYPE_CHECKING:
     from clonechat.store.models import Node
@@ -80,3 +81,56 @@ def side_answers(db: Readable, dialogue_ids: list[str]) -> dict[str, set[str]]:
             for dialogue_id, kind, speaker, variant in rows:
                 found.setdefault(dialogue_id, set()).add(side_key(kind, speaker, variant))
     return found
+
+
+_EXPERIMENT_SIDES = """
+SELECT c.name, n.dialogue_id, n.kind, n.speaker, n.variant, n.content, n.model,
+       json_extract(s.detail, '$.answer')
+FROM node n
+JOIN dialogue d ON d.id = n.dialogue_id
+JOIN condition c ON c.id = d.condition_id
+LEFT JOIN v_score s ON s.node_id = n.id AND s.scorer = :scorer AND n.kind = 'coordination'
+WHERE c.experiment_id = :experiment AND n.kind IN ('coordination', 'report')
+ORDER BY c.name, n.dialogue_id, n.id
+"""
+
+
+@dataclass(frozen=True)
+class ExperimentSide:
+    """A coordination answer or a report-back of one dialogue."""
+
+    condition: str
+    dialogue_id: str
+    #: "coordination" or "report".
+    kind: str
+    speaker: str
+    #: ``TASK@phase`` for a coordination answer.
+    variant: str | None
+    content: str
+    model: str | None
+    #: The coordination answer as read by scoring, at the version in force; None if not read yet.
+    answer: str | None
+
+
+def experiment_sides(db: Readable, experiment_id: str, answer_scorer: str) -> list[ExperimentSide]:
+    """An experiment's coordination answers and reports-back, by condition, dialogue, then node
+    id, as the report shows them. Each answer comes with its ``answer_scorer`` reading *in force*
+    (``v_score``, as ``v_coordination`` reads it), or None before scoring: the report then reads
+    the answer itself, so it can be written before any scoring."""
+    from sqlalchemy import text
+
+    with connection(db) as conn:
+        rows = conn.execute(text(_EXPERIMENT_SIDES), {"experiment": experiment_id, "scorer": answer_scorer}).all()
+    return [
+        ExperimentSide(
+            condition=str(condition),
+            dialogue_id=str(dialogue),
+            kind=str(kind),
+            speaker=str(speaker),
+            variant=variant,
+            content=str(content),
+            model=model,
+            answer=None if answer is None else str(answer),
+        )
+        for condition, dialogue, kind, speaker, variant, content, model, answer in rows
+    ]

@@ -15,12 +15,8 @@ the rubric's hash, so a different judge or rubric is a different score.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
-
-from sqlalchemy import text
-from sqlmodel import col, select
 
 from clonechat.engine.protocol import with_instruction
 from clonechat.engine.records import AgentName, NodeRecord
@@ -28,13 +24,14 @@ from clonechat.engine.views import agent_view
 from clonechat.prompts import PromptTemplate
 from clonechat.providers.base import ChatMessage, ChatRequest, GenerationParams, Provider
 from clonechat.providers.logprobs import LogprobSource
+from clonechat.read.connect import Readable
+from clonechat.read.dialogues import prompt_texts
+from clonechat.read.paths import node_record, path_in
+from clonechat.read.scores import conversation_nodes, dialogue_setups
 from clonechat.scoring.registry import parse_rating
 from clonechat.scoring.runner import ModelScore
 from clonechat.scoring.targets import PredictionTarget
 from clonechat.scoring.text import ScoreResult
-from clonechat.store import reads
-from clonechat.store.database import Database
-from clonechat.store.models import Node, Prompt
 
 SURPRISAL_NAME, SURPRISAL_VERSION = "surprisal", "1"
 JUDGE_NAME = "judge"
@@ -48,47 +45,28 @@ class _DialogueContext:
 
 
 class PredictorContexts:
-    """Rebuilds the messages a prediction was made from, from the store."""
+    """Rebuilds the messages a prediction was made from, from the store: read once for the
+    experiment (a few queries), so each prediction's path is walked in memory."""
 
-    def __init__(self, db: Database, experiment_id: str) -> None:
-        query = text(
-            "SELECT d.id, d.first_speaker, pa.text, pb.text, d.settings FROM dialogue d "
-            "JOIN condition c ON c.id = d.condition_id JOIN prompt pa ON pa.hash = d.system_prompt_a "
-            "JOIN prompt pb ON pb.hash = d.system_prompt_b WHERE c.experiment_id = :experiment"
-        )
-        with db.session() as session:
-            rows = session.connection().execute(query, {"experiment": experiment_id}).all()
-            self._dialogues = {
-                r[0]: _DialogueContext(
-                    "A" if r[1] == "A" else "B",
-                    {"A": r[2], "B": r[3]},
-                    json.loads(r[4]) if isinstance(r[4], str) else dict(r[4]),
-                )
-                for r in rows
-            }
-            nodes = session.exec(
-                select(Node).where(
-                    col(Node.dialogue_id).in_(list(self._dialogues)), col(Node.kind).in_(["opening", "turn"])
-                )
-            ).all()
-            self._nodes = {n.id: reads.node_record(n) for n in nodes}
-            hashes = {
-                h
-                for d in self._dialogues.values()
-                for h in (d.settings.get("measures", {}).get("prediction") or {}).values()
-                if isinstance(h, str) and len(h) == 64
-            }
-            prompts = session.exec(select(Prompt).where(col(Prompt.hash).in_(hashes))).all()
-            self._prompts = {p.hash: p.text for p in prompts}
+    def __init__(self, db: Readable, experiment_id: str) -> None:
+        self._dialogues = {
+            d.dialogue_id: _DialogueContext(
+                "A" if d.first_speaker == "A" else "B", {"A": d.system_a, "B": d.system_b}, d.settings
+            )
+            for d in dialogue_setups(db, experiment_id)
+        }
+        self._nodes = {n.id: node_record(n) for n in conversation_nodes(db, list(self._dialogues))}
+        self._parents = {node_id: node.parent_id for node_id, node in self._nodes.items()}
+        hashes = {
+            h
+            for d in self._dialogues.values()
+            for h in (d.settings.get("measures", {}).get("prediction") or {}).values()
+            if isinstance(h, str) and len(h) == 64
+        }
+        self._prompts = prompt_texts(db, hashes)
 
     def _path(self, leaf_id: str) -> list[NodeRecord]:
-        path: list[NodeRecord] = []
-        current: str | None = leaf_id
-        while current is not None:
-            node = self._nodes[current]
-            path.append(node)
-            current = node.parent_id
-        return path[::-1]
+        return [self._nodes[i] for i in path_in(self._parents, leaf_id)]
 
     def messages(self, target: PredictionTarget) -> list[ChatMessage]:
         dialogue = self._dialogues[target.dialogue_id]

@@ -5,7 +5,8 @@ prediction node; turns are never touched. Each prediction is scored against the 
 predicted (scorer ``NAME``) and against its shuffled control (``NAME~shuffled``), so every
 figure has its chance level beside it. Scoring is idempotent: a (prediction, scorer, version)
 already stored is skipped, so it can be re-run after more dialogues finish, and a new scorer
-version adds rows beside the old ones.
+version adds rows beside the old ones. The rows stored last are the ones in force: the report
+and the TUI read those (the ``v_score`` view, through :mod:`clonechat.read.scores`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from sqlalchemy import text
-
 from clonechat.prompts import PromptLibrary
+from clonechat.read.scores import existing_scores, unread_answers
 from clonechat.scoring.coordination import ANSWER_SCORER, ANSWER_VERSION, AnswerReader
 from clonechat.scoring.registry import DEFAULT_SCORERS, get_text_scorer
 from clonechat.scoring.targets import PredictionTarget, load_targets
@@ -35,16 +35,6 @@ class ScoringSummary:
     unavailable: dict[str, int] | None = None
     #: Coordination answers newly read and stored (score rows ``answer``).
     answers: int = 0
-
-
-def existing_scores(db: Database, experiment_id: str) -> set[tuple[str, str, str]]:
-    query = text(
-        "SELECT s.node_id, s.scorer, s.version FROM score s JOIN node n ON n.id = s.node_id "
-        "JOIN dialogue d ON d.id = n.dialogue_id JOIN condition c ON c.id = d.condition_id "
-        "WHERE c.experiment_id = :experiment"
-    )
-    with db.session() as session:
-        return {(a, b, c) for a, b, c in session.connection().execute(query, {"experiment": experiment_id})}
 
 
 def _missing(target: PredictionTarget, name: str, version: str, have: set[tuple[str, str, str]]) -> tuple[bool, bool]:
@@ -86,27 +76,16 @@ def score_text(db: Database, experiment_id: str, names: Sequence[str] = DEFAULT_
     return summary
 
 
-_UNREAD_ANSWERS = text(
-    """
-SELECT n.id, n.variant, n.content FROM node n
-JOIN dialogue d ON d.id = n.dialogue_id JOIN condition c ON c.id = d.condition_id
-WHERE c.experiment_id = :experiment AND n.kind = 'coordination'
-  AND NOT EXISTS (SELECT 1 FROM score s WHERE s.node_id = n.id AND s.scorer = :scorer AND s.version = :version)
-"""
-)
-
-
 def score_answers(db: Database, experiment_id: str, library: PromptLibrary | None = None) -> int:
     """Store each coordination answer not read yet, normalised by its task's rule, as a score
     row (``answer``; ``value`` NULL, ``detail.answer`` the answer), so the ``v_coordination``
     view can say which pairs matched. Returns how many were new."""
     read_answer = AnswerReader(library or PromptLibrary())
-    params = {"experiment": experiment_id, "scorer": ANSWER_SCORER, "version": ANSWER_VERSION}
-    with db.session() as session:
-        nodes = session.connection().execute(_UNREAD_ANSWERS, params).all()
     rows = [
-        writes.NewScore(node_id, ANSWER_SCORER, ANSWER_VERSION, None, {"answer": read_answer(variant, content)})
-        for node_id, variant, content in nodes
+        writes.NewScore(
+            node.node_id, ANSWER_SCORER, ANSWER_VERSION, None, {"answer": read_answer(node.variant, node.content)}
+        )
+        for node in unread_answers(db, experiment_id, ANSWER_SCORER, ANSWER_VERSION)
     ]
     return db.write(lambda conn: writes.insert_scores(conn, rows))
 

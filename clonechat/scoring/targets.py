@@ -13,21 +13,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
-
-from clonechat.store.database import Database
-
-_QUERY = """
-SELECT p.id, p.dialogue_id, p.variant, p.speaker, p.content, p.parent_id,
-       t.id, t.content, t.turn_index, t.speaker,
-       d.condition_id, d.stop_phrase, d.model_a, d.model_b, d.settings
-FROM node p
-JOIN node t ON t.id = p.target_node_id
-JOIN dialogue d ON d.id = p.dialogue_id
-JOIN condition c ON c.id = d.condition_id
-WHERE p.kind = 'prediction' AND c.experiment_id = :experiment
-ORDER BY p.id
-"""
+from clonechat.read.connect import Readable
+from clonechat.read.scores import prediction_rows
 
 
 @dataclass(frozen=True)
@@ -57,30 +44,25 @@ def _predictor_model(variant: str, predictor: str, model_a: str, model_b: str, s
     return model_a if predictor == "A" else model_b
 
 
-def load_targets(db: Database, experiment_id: str) -> list[PredictionTarget]:
-    import json
-
-    with db.session() as session:
-        rows = session.connection().execute(text(_QUERY), {"experiment": experiment_id}).all()
-    targets: list[PredictionTarget] = []
-    for row in rows:
-        settings = json.loads(row[14]) if isinstance(row[14], str) else dict(row[14] or {})
-        targets.append(
-            PredictionTarget(
-                prediction_id=row[0],
-                dialogue_id=row[1],
-                variant=row[2] or "partner",
-                predictor=row[3],
-                predicted=row[4],
-                parent_id=row[5],
-                actual_id=row[6],
-                actual=row[7],
-                turn_index=row[8],
-                condition_id=row[10],
-                stop_phrase=row[11],
-                model=_predictor_model(row[2] or "partner", row[3], row[12], row[13], settings),
-            )
+def load_targets(db: Readable, experiment_id: str) -> list[PredictionTarget]:
+    """Every prediction of the experiment with the message it predicted and its shuffled control."""
+    targets = [
+        PredictionTarget(
+            prediction_id=row.prediction_id,
+            dialogue_id=row.dialogue_id,
+            condition_id=row.condition_id,
+            variant=row.variant or "partner",
+            predictor=row.predictor,
+            predicted=row.predicted,
+            parent_id=row.parent_id,
+            actual_id=row.actual_id,
+            actual=row.actual,
+            turn_index=row.turn_index,
+            stop_phrase=row.stop_phrase,
+            model=_predictor_model(row.variant or "partner", row.predictor, row.model_a, row.model_b, row.settings),
         )
+        for row in prediction_rows(db, experiment_id)
+    ]
     return with_shuffled(targets)
 
 

@@ -1,12 +1,10 @@
-"""What the scores screen shows, read from the run database. No Textual here.
+"""What the scores screen shows, read from the run database. No Textual here, and no SQL.
 
 The figures come from the same loader as ``clonechat report`` (``load_report_data``), so the TUI
-and the report never disagree about which scorer version or which shuffled baseline a value
-uses. The loader takes a :class:`Database`, but ``Database.open`` begins an ``IMMEDIATE``
-transaction to migrate (it would queue behind a busy batch and could upgrade a file the user only
-wanted to look at), so a :class:`Database` is built here around a read-only engine instead,
-after the same schema checks the browser makes. Every call opens and closes its own connection:
-the screen calls these from worker threads.
+and the report never disagree about which scorer version (the one in force, ``v_score``) or
+which shuffled baseline a value uses. The database is opened read-only
+(:func:`~clonechat.read.connect.open_reader`: never migrated, never queued behind a busy batch),
+and every call opens and closes its own connection: the screen calls these from worker threads.
 
 Nothing is scored here: if the predictions have no scores yet the answer says so
 (:attr:`Accuracy.scored` is False) and the screen tells the user to run ``clonechat score``.
@@ -21,42 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import text
-
 from clonechat.analysis.data import ReportData
 from clonechat.analysis.load import experiment_id, load_report_data
 from clonechat.analysis.report_tables import PHASE_ORDER, condition_order, ordered
 from clonechat.analysis.stats import chance_match_rate
 from clonechat.errors import NotFoundError, StoreError
+from clonechat.read.connect import Readable, open_reader
+from clonechat.read.dialogues import experiment_of
+from clonechat.read.scores import prediction_count
 from clonechat.scoring.runner import SHUFFLED_SUFFIX
-from clonechat.store.database import Database
-from clonechat.store.readonly import readonly_database
 
 DEFAULT_SCORER = "chrf"
 #: The order the scorer picker lists scorers in (most informative first); others follow by name.
 SCORER_ORDER = ("chrf", "token_f1", "first_word", "length_bucket", "asks_question", "ends_dialogue", "surprisal")
-
-_PREDICTIONS = """
-SELECT count(*) FROM node n
-JOIN dialogue d ON d.id = n.dialogue_id
-JOIN condition c ON c.id = d.condition_id
-WHERE c.experiment_id = :experiment AND n.kind = 'prediction' {dialogue}
-"""
-
-_SCORERS = """
-SELECT DISTINCT s.scorer FROM score s
-JOIN node n ON n.id = s.node_id
-JOIN dialogue d ON d.id = n.dialogue_id
-JOIN condition c ON c.id = d.condition_id
-WHERE c.experiment_id = :experiment AND n.kind = 'prediction' AND s.value IS NOT NULL {dialogue}
-"""
-
-_DIALOGUE_EXPERIMENT = """
-SELECT e.name FROM dialogue d
-JOIN condition c ON c.id = d.condition_id
-JOIN experiment e ON e.id = c.experiment_id
-WHERE d.id = :dialogue
-"""
 
 
 @dataclass(frozen=True)
@@ -118,28 +93,20 @@ def order_scorers(names: Iterable[str]) -> tuple[str, ...]:
 
 
 @contextmanager
-def _database(db_path: Path | str) -> Iterator[Database]:
-    """The read-only :class:`Database` the browser reads too; here a missing one is an error."""
-    with readonly_database(db_path) as db:
+def _database(db_path: Path | str) -> Iterator[Readable]:
+    """The database opened read-only, as the browser opens it; here a missing one is an error."""
+    with open_reader(db_path) as db:
         if db is None:
             raise StoreError(f"no clonechat runs at {db_path}")
         yield db
 
 
-def _scalar_rows(db: Database, sql: str, params: dict[str, str]) -> list[object]:
-    with db.session() as session:
-        return [row[0] for row in session.connection().execute(text(sql), params).all()]
-
-
-def _scope(db: Database, data: ReportData, dialogue_id: str | None) -> tuple[int, tuple[str, ...]]:
-    """Prediction count and available scorers for the experiment, or one dialogue of it."""
-    params = {"experiment": experiment_id(db, data.experiment)}
-    clause = ""
-    if dialogue_id is not None:
-        clause, params["dialogue"] = "AND n.dialogue_id = :dialogue", dialogue_id
-    count = _scalar_rows(db, _PREDICTIONS.format(dialogue=clause), params)[0]
-    names = _scalar_rows(db, _SCORERS.format(dialogue=clause), params)
-    return int(str(count)), order_scorers(str(name) for name in names)
+def _scope(db: Readable, data: ReportData, dialogue_id: str | None) -> tuple[int, tuple[str, ...]]:
+    """Prediction count for the experiment, or one dialogue of it, and the scorers with a value
+    in force there (taken from the loaded data, so the picker lists exactly what can be charted)."""
+    count = prediction_count(db, experiment_id(db, data.experiment), dialogue_id)
+    names = {p.scorer for p in data.predictions if dialogue_id is None or p.dialogue_id == dialogue_id}
+    return count, order_scorers(names)
 
 
 def _means(values: dict[int, list[float]]) -> list[TurnMean]:
@@ -198,11 +165,11 @@ class ScoresData:
         return ScoresView(self.experiment, self.dialogue_id, self.accuracy(scorer), self.coordination)
 
 
-def _dialogue_experiment(db: Database, dialogue_id: str) -> str:
-    names = _scalar_rows(db, _DIALOGUE_EXPERIMENT, {"dialogue": dialogue_id})
-    if not names:
+def _dialogue_experiment(db: Readable, dialogue_id: str) -> str:
+    name = experiment_of(db, dialogue_id)
+    if name is None:
         raise NotFoundError(f"no dialogue {dialogue_id} in {db.path}")
-    return str(names[0])
+    return name
 
 
 def turn_accuracy(db_path: Path | str, dialogue_id: str, scorer: str = DEFAULT_SCORER) -> list[TurnPoint]:
