@@ -19,9 +19,12 @@ from typing import Any
 from sqlalchemy import Connection
 
 from clonechat.engine.records import AgentName, NodeRecord, new_id, utcnow
-from clonechat.errors import ConfigError
+from clonechat.errors import ConfigError, NotFoundError
 from clonechat.providers.base import GenerationParams
-from clonechat.store import reads, writes
+from clonechat.read.connect import Readable
+from clonechat.read.dialogues import get_dialogue, prompt_texts
+from clonechat.read.paths import node_record, nodes_by_id, path_to
+from clonechat.store import writes
 from clonechat.store.database import Database
 from clonechat.store.writer import open_writer
 
@@ -67,19 +70,24 @@ class AgentSettings:
     params: GenerationParams
 
 
-def settings_at(db: Database, node_id: str) -> dict[AgentName, AgentSettings]:
+def settings_at(db: Readable, node_id: str) -> dict[AgentName, AgentSettings]:
     """Each agent's system prompt and parameters in force below ``node_id``: the dialogue's
     stored settings with the overrides of every edit from the root down to ``node_id``."""
-    path = [reads.node_record(n) for n in reads.path_to(db, node_id)]
-    dialogue = reads.resolve_dialogue(db, path[-1].dialogue_id)
+    path = [node_record(n) for n in path_to(db, node_id)]
+    dialogue = get_dialogue(db, path[-1].dialogue_id)
+    if dialogue is None:
+        raise NotFoundError(f"node {node_id} belongs to no dialogue in {db.path}")
     branch = overrides_on(path)
-    stored = {"A": dialogue.system_prompt_a, "B": dialogue.system_prompt_b}
-    result: dict[AgentName, AgentSettings] = {}
-    for agent in ("A", "B"):
-        params = GenerationParams(**dialogue.settings.get(f"params_{agent.lower()}", {}))
-        prompt = reads.prompt_text(db, branch.system_prompts.get(agent, stored[agent]))
-        result[agent] = AgentSettings(prompt, branch.apply(params))
-    return result
+    stored: dict[AgentName, str] = {"A": dialogue.system_prompt_a, "B": dialogue.system_prompt_b}
+    hashes = {agent: branch.system_prompts.get(agent, stored[agent]) for agent in stored}
+    texts = prompt_texts(db, set(hashes.values()))
+    return {
+        agent: AgentSettings(
+            texts[hashes[agent]],
+            branch.apply(GenerationParams(**dialogue.settings.get(f"params_{agent.lower()}", {}))),
+        )
+        for agent in stored
+    }
 
 
 def check_params(params: Mapping[str, Any]) -> None:
@@ -111,7 +119,10 @@ async def fork_with_edit(
     returned node grows a new branch; the original stays untouched."""
     overrides: dict[str, Any] = dict(params or {})
     check_params(overrides)
-    original = reads.node_record(reads.path_to(db, node_id)[-1])
+    found = nodes_by_id(db, [node_id])
+    if node_id not in found:
+        raise NotFoundError(f"no node with id {node_id!r} in {db.path}")
+    original = node_record(found[node_id])
     prompts = dict(system_prompts or {})
     for agent, text in prompts.items():
         if not text.strip():

@@ -21,9 +21,11 @@ from clonechat.errors import ConfigError, TemplateError
 from clonechat.measures import MeasureOptions, RenderedMeasures, build_protocol, prompt_hashes, render_measures
 from clonechat.prompts import PromptLibrary, RenderedPrompt
 from clonechat.providers.base import GenerationParams
+from clonechat.read.connect import Readable
+from clonechat.read.dialogues import prompt_texts
+from clonechat.read.resume import resume_point
 from clonechat.registry import ModelSpec, ProviderPool, Registry, default_registry
-from clonechat.store import reads, writes
-from clonechat.store.database import Database
+from clonechat.store import writes
 from clonechat.store.models import Dialogue
 from clonechat.store.writer import StoreWriter
 
@@ -347,16 +349,13 @@ def resume_dialogue(
 
 
 def load_dialogue(
-    db: Database, dialogue_id: str, pool: ProviderPool, *, leaf_id: str | None = None
+    db: Readable, dialogue_id: str, pool: ProviderPool, *, leaf_id: str | None = None
 ) -> PreparedDialogue:
     """A stored dialogue, ready to continue from its head (or from ``leaf_id``)."""
-    dialogue = reads.resolve_dialogue(db, dialogue_id)
-    leaf = leaf_id or dialogue.head_node_id
-    if leaf is None:
+    point = resume_point(db, dialogue_id, leaf_id)
+    dialogue = point.dialogue
+    if not point.path:
         raise ConfigError(f"dialogue {dialogue.id} has no opening stored; it cannot be continued")
-    path = [reads.node_record(node) for node in reads.path_to(db, leaf)]
     hashes = {dialogue.system_prompt_a, dialogue.system_prompt_b} | prompt_hashes(dialogue.settings.get("measures", {}))
-    hashes |= set(overrides_on(path).system_prompts.values())
-    prompts = {h: reads.prompt_text(db, h) for h in hashes}
-    done = reads.side_answers(db, [dialogue.id]).get(dialogue.id, set())
-    return resume_dialogue(dialogue, path, prompts, pool, done=done)
+    hashes |= set(overrides_on(point.path).system_prompts.values())
+    return resume_dialogue(dialogue, point.path, prompt_texts(db, hashes), pool, done=point.done)

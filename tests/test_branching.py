@@ -12,11 +12,12 @@ import pytest
 
 from clonechat.branching import fork_with_edit, overrides_on, settings_at
 from clonechat.engine.records import NodeRecord
-from clonechat.errors import ConfigError
+from clonechat.errors import ConfigError, NotFoundError
 from clonechat.prompts import content_hash
+from clonechat.read.dialogues import prompt_text, resolve_dialogue
+from clonechat.read.paths import node_record, path_to
 from clonechat.registry import ProviderPool
 from clonechat.session import DialogueRequest, load_dialogue
-from clonechat.store import reads
 from clonechat.store.database import Database
 from clonechat.tui.live import LiveDialogue, UiEvent
 
@@ -30,7 +31,7 @@ async def ignore(_event: UiEvent) -> None:
 
 
 def path_of(db: Database, leaf: str) -> list[NodeRecord]:
-    return [reads.node_record(n) for n in reads.path_to(db, leaf)]
+    return [node_record(n) for n in path_to(db, leaf)]
 
 
 async def started(db: Database, turns: int = 4) -> tuple[str, list[NodeRecord]]:
@@ -79,8 +80,8 @@ async def test_fork_stores_its_overrides_and_the_branch_runs_with_them(db: Datab
 
 async def test_a_later_resume_and_a_fork_of_the_fork_keep_the_overrides(db: Database) -> None:
     dialogue_id, original = await started(db, turns=6)
-    dialogue = reads.resolve_dialogue(db, dialogue_id)
-    stored_b = reads.prompt_text(db, dialogue.system_prompt_b)
+    dialogue = resolve_dialogue(db, dialogue_id)
+    stored_b = prompt_text(db, dialogue.system_prompt_b)
     fork = await fork_with_edit(
         db, original[1].id, "Edited.", params={"temperature": 0.2}, system_prompts={"A": NEW_PROMPT}
     )
@@ -92,7 +93,7 @@ async def test_a_later_resume_and_a_fork_of_the_fork_keep_the_overrides(db: Data
 
     # Deeper down the branch, a second edit changes only the temperature: A's prompt stays.
     await LiveDialogue(db, ignore).resume(dialogue_id, leaf_id=fork.id)
-    head = reads.resolve_dialogue(db, dialogue_id).head_node_id
+    head = resolve_dialogue(db, dialogue_id).head_node_id
     assert head is not None
     below = path_of(db, head)[3]
     settings = settings_at(db, below.id)
@@ -103,7 +104,7 @@ async def test_a_later_resume_and_a_fork_of_the_fork_keep_the_overrides(db: Data
     assert folded.params == {"temperature": 0.9}
     # The original branch still runs with the dialogue's own settings.
     plain = settings_at(db, original[-1].id)
-    assert plain["A"].system_prompt == reads.prompt_text(db, dialogue.system_prompt_a)
+    assert plain["A"].system_prompt == prompt_text(db, dialogue.system_prompt_a)
     assert plain["A"].params.temperature == original[-1].params["temperature"]
 
 
@@ -124,5 +125,15 @@ async def test_a_bad_fork_is_refused_and_stores_nothing(
         before = conn.execute("SELECT COUNT(*) FROM node").fetchone()
     with pytest.raises(ConfigError, match=message):
         await fork_with_edit(db, original[1].id, "x", params=params, system_prompts=prompts)  # type: ignore[arg-type]
+    with closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM node").fetchone() == before
+
+
+async def test_a_fork_of_an_unknown_node_is_refused_by_name(db: Database, db_path: Path) -> None:
+    await started(db, turns=1)
+    with closing(sqlite3.connect(db_path)) as conn:
+        before = conn.execute("SELECT COUNT(*) FROM node").fetchone()
+    with pytest.raises(NotFoundError, match="no node with id 'NOPE'"):
+        await fork_with_edit(db, "NOPE", "x")
     with closing(sqlite3.connect(db_path)) as conn:
         assert conn.execute("SELECT COUNT(*) FROM node").fetchone() == before

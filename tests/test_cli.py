@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -145,10 +146,13 @@ def test_corrupt_db_is_refused_and_left_alone(tmp_path: Path) -> None:
     db = tmp_path / "corrupt.db"
     db.write_bytes(b"\x00garbage" * 512)
     before = db.read_bytes()
-    for args in (["run", "--model", "scripted"], ["ls"]):
+    for args, message in (
+        (["run", "--model", "scripted"], "is not a usable SQLite database"),
+        (["ls"], "file is not a database"),
+    ):
         result = clonechat(*args, "--db", str(db))
         assert result.returncode == 1
-        assert "is not a usable SQLite database" in one_error_line(result)
+        assert message in one_error_line(result)
     assert db.read_bytes() == before
 
 
@@ -182,3 +186,95 @@ def test_tui_refuses_an_unreadable_database_in_one_line_before_taking_the_termin
         assert message in one_error_line(result)
         assert result.stdout == ""  # the app never started
     assert garbage.read_bytes() == before
+
+
+def test_show_only_reads_the_database(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    assert clonechat("run", "--model", "scripted", "--turns", "3", "--db", str(db)).returncode == 0
+    with sqlite3.connect(db) as conn:
+        (dialogue_id,) = conn.execute("SELECT id FROM dialogue").fetchone()
+        (turn_2,) = conn.execute("SELECT id FROM node WHERE turn_index = 2").fetchone()
+    before = db.read_bytes()
+    for args in ([], ["--prompts"], ["--node", turn_2]):
+        shown = clonechat("show", dialogue_id[:10], *args, "--db", str(db))
+        assert shown.returncode == 0, shown.stderr
+        assert dialogue_id in shown.stdout and ("turn 3" in shown.stdout) == (not args or args == ["--prompts"])
+        assert db.read_bytes() == before
+    wal = db.with_name(db.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+def older_database(path: Path) -> int:
+    """An empty clonechat database one schema version behind this clonechat; its version."""
+    from sqlalchemy import create_engine
+
+    from clonechat.store import migrations
+
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        migrations.migrate(conn, target=migrations.SCHEMA_VERSION - 1)
+    engine.dispose()
+    return migrations.SCHEMA_VERSION - 1
+
+
+def test_an_older_database_is_refused_by_every_display_command_and_upgraded_by_db_upgrade(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    version = older_database(db)
+    before = db.read_bytes()
+    for args in (["ls"], ["show", "ZZZZ"], ["query", "select 1"], ["export", "adhoc"], ["search", "x"]):
+        result = clonechat(*args, "--db", str(db))
+        assert result.returncode == 1
+        assert one_error_line(result) == (
+            f"error: {db} has schema version {version}, this clonechat reads {version + 1}: "
+            f"run 'clonechat db upgrade --db {db}' once to upgrade it"
+        )
+        assert db.read_bytes() == before, f"{args[0]} changed the file"
+    upgraded = clonechat("db", "upgrade", "--db", str(db))
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.strip() == f"upgraded {db} from schema version {version} to {version + 1}"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT max(version) FROM clonechat_migrations").fetchone() == (version + 1,)
+    again = clonechat("db", "upgrade", "--db", str(db))
+    assert again.stdout.strip() == f"{db} is already at schema version {version + 1}"
+    assert "no dialogues yet" in clonechat("ls", "--db", str(db)).stdout
+    assert "no dialogue with id 'ZZZZ'" in one_error_line(clonechat("show", "ZZZZ", "--db", str(db)))
+
+
+def test_db_upgrade_never_makes_a_database_of_a_missing_empty_or_foreign_file(tmp_path: Path) -> None:
+    empty, foreign = tmp_path / "empty.db", tmp_path / "foreign.db"
+    empty.write_bytes(b"")
+    with closing(sqlite3.connect(foreign)) as conn:
+        conn.execute("CREATE TABLE mine (x)")
+    assert one_error_line(clonechat("db", "upgrade", "--db", str(tmp_path / "missing.db"))) == (
+        f"error: no database at {tmp_path / 'missing.db'}"
+    )
+    assert not (tmp_path / "missing.db").exists()
+    assert "has no clonechat tables yet" in one_error_line(clonechat("db", "upgrade", "--db", str(empty)))
+    assert empty.read_bytes() == b""
+    assert "not a clonechat one" in one_error_line(clonechat("db", "upgrade", "--db", str(foreign)))
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["ls"], ["show", "ZZZZ"], ["query", "select 1"], ["search", "words"], ["keywords"], ["export", "adhoc"]],
+)
+def test_a_display_command_on_no_database_says_so_in_one_line(tmp_path: Path, command: list[str]) -> None:
+    foreign = tmp_path / "foreign.db"
+    with closing(sqlite3.connect(foreign)) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"\x00garbage" * 512)
+    cases = [
+        (tmp_path / "missing.db", "no database at"),
+        (tmp_path, "is a directory"),
+        (foreign, "is an SQLite database but not a clonechat one"),
+        (garbage, "file is not a database"),
+    ]
+    contents = {path: path.read_bytes() for path in (foreign, garbage)}
+    for db, message in cases:
+        result = clonechat(*command, "--db", str(db))
+        assert result.returncode == 1, (db, result.stdout, result.stderr)
+        assert message in one_error_line(result), db
+        assert result.stdout == ""
+    assert not (tmp_path / "missing.db").exists()
+    assert {path: path.read_bytes() for path in contents} == contents

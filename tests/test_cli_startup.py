@@ -58,14 +58,22 @@ NOT_FOR_QUERIES = (
     "clonechat.registry",
     "clonechat.providers",
     "clonechat.store.writes",
-    "clonechat.store.reads",
+    "clonechat.store.database",
+    "clonechat.store.migrations",
     "clonechat.tui",
     "clonechat.batch",
     "clonechat.analysis",
     "clonechat.scoring",
 )
-#: Help needs none of the store or the query layer either.
-NOT_FOR_HELP = (*NOT_FOR_QUERIES, "clonechat.store", "clonechat.engine", "clonechat.query.sql", "sqlite3")
+#: Help needs none of the store, the read layer or the query layer either.
+NOT_FOR_HELP = (
+    *NOT_FOR_QUERIES,
+    "clonechat.store",
+    "clonechat.read",
+    "clonechat.engine",
+    "clonechat.query",
+    "sqlite3",
+)
 
 COMMANDS = ("run", "batch", "score", "report", "models", "ls", "show", "tui", "query", "search", "keywords", "export")
 
@@ -131,22 +139,18 @@ def test_a_query_loads_neither_sqlmodel_nor_the_engine(run_db: Path, tmp_path: P
     done, code, modules = run_app("query", "select 1 AS one", "--db", str(run_db), "--format", "csv", tmp_path=tmp_path)
     assert code == 0, done.stderr
     assert done.stdout.split() == ["one", "1"]
-    assert "clonechat.query.sql" in modules
-    assert_not_loaded(modules, [m for m in NOT_FOR_QUERIES if m != "sqlalchemy"])
+    assert "clonechat.read.console" in modules
+    assert_not_loaded(modules, NOT_FOR_QUERIES)
 
 
-def test_ls_uses_the_store_but_not_the_session_or_a_model(run_db: Path, tmp_path: Path) -> None:
+def test_ls_reads_through_the_read_layer_and_never_opens_the_writer(run_db: Path, tmp_path: Path) -> None:
     done, code, modules = run_app("ls", "--db", str(run_db), tmp_path=tmp_path)
     assert code == 0, done.stderr
     assert "adhoc" in done.stdout
-    assert "sqlmodel" in modules  # the store's reads are SQLModel queries
-    # The store's records name the provider types (clonechat.providers.base, plain dataclasses);
-    # no provider itself is loaded.
-    store = ("sqlalchemy", "sqlmodel", "clonechat.store.models", "clonechat.store.reads", "clonechat.store.writes")
-    not_for_ls = [m for m in NOT_FOR_QUERIES if m not in (*store, "clonechat.providers")]
-    assert_not_loaded(modules, [*not_for_ls, "clonechat.store.writer"])
-    providers = {m for m in modules if m.startswith("clonechat.providers")}
-    assert providers <= {"clonechat.providers", "clonechat.providers.base"}
+    assert "clonechat.read.dialogues" in modules
+    # ls only reads: nothing of the writer is loaded.
+    writing = ("clonechat.store.writes", "clonechat.store.writer")
+    assert_not_loaded(modules, [*(m for m in NOT_FOR_QUERIES if m != "sqlalchemy"), *writing])
 
 
 def test_the_installed_console_script_answers_help() -> None:

@@ -26,8 +26,9 @@ from clonechat.analysis.load import load_report_data
 from clonechat.branching import fork_with_edit
 from clonechat.cli import app
 from clonechat.query import export as export_module
-from clonechat.query import sql
-from clonechat.query.keywords import KEYWORD_RATE_SQL
+from clonechat.read import console as sql
+from clonechat.read.export_rows import ROWS
+from clonechat.read.keywords import KEYWORD_RATE_SQL
 from clonechat.store import turn_metrics
 from clonechat.store.database import Database
 from clonechat.tui.live import LiveDialogue, UiEvent
@@ -436,7 +437,7 @@ def test_keyword_rates_match_a_count_in_python(run: Run) -> None:
 def stored(db: Path, table: str) -> list[dict[str, Any]]:
     with closing(sqlite3.connect(db)) as conn:
         conn.row_factory = sqlite3.Row
-        query = export_module._ROWS[table]
+        query = ROWS[table]
         experiment = conn.execute("SELECT id FROM experiment WHERE name = 'qa'").fetchone()[0]
         return [dict(r) for r in conn.execute(query, {"e": experiment})]
 
@@ -506,7 +507,7 @@ def test_parquet_without_pyarrow_says_how_to_get_it(run: Run, tmp_path: Path, mo
 
 def test_export_of_an_unknown_experiment(run_free_db: Path) -> None:
     result = CliRunner().invoke(app, ["export", "nope", "--db", str(run_free_db)])
-    assert result.exit_code == 1 and "no experiment 'nope'" in result.output
+    assert result.exit_code == 1 and "no experiment named 'nope'" in result.output
 
 
 @pytest.fixture

@@ -15,37 +15,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlmodel import col, select
 
 from clonechat.batch.spec import RUNTIME_KEYS, LoadedSpec
 from clonechat.branching import overrides_on
-from clonechat.engine.records import NodeRecord
 from clonechat.errors import ConfigError
 from clonechat.measures import prompt_hashes
+from clonechat.read.connect import Readable
+from clonechat.read.dialogues import prompt_texts
+from clonechat.read.resume import resume_points
 from clonechat.registry import ProviderPool, Registry
 from clonechat.session import PreparedDialogue, resume_dialogue, store_condition, store_dialogue
-from clonechat.store import reads, writes
-from clonechat.store.database import Database
-from clonechat.store.models import Condition, Dialogue, Experiment, Node, Prompt
+from clonechat.store import writes
+from clonechat.store.models import Experiment
 
 #: Statuses of a dialogue that a resume continues (failed ones only with --retry-failed).
 UNFINISHED = ("pending", "running", "interrupted")
-
-
-def find_experiment(db: Database, name: str) -> Experiment | None:
-    with db.session() as session:
-        return session.exec(select(Experiment).where(col(Experiment.name) == name)).first()
-
-
-def free_name(db: Database, name: str) -> str:
-    """``name`` if unused, else ``name-2``, ``name-3``, ...: for ``--new``."""
-    with db.session() as session:
-        taken = set(session.exec(select(Experiment.name).where(col(Experiment.name).startswith(name))).all())
-    candidate, n = name, 1
-    while candidate in taken:
-        n += 1
-        candidate = f"{name}-{n}"
-    return candidate
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -72,7 +56,7 @@ def spec_changes(stored_text: str, new_text: str) -> list[str]:
     return keys
 
 
-def check_same_spec(db: Database, experiment: Experiment, loaded: LoadedSpec) -> None:
+def check_same_spec(db: Readable, experiment: Experiment, loaded: LoadedSpec) -> None:
     """Refuse to resume an experiment from a spec that is not the one it was started with."""
     if experiment.spec is None:
         raise ConfigError(
@@ -129,19 +113,8 @@ class DialogueJob:
         return self.prepared.dialogue_id
 
 
-def _path_to_head(head: str, nodes: dict[str, Node]) -> list[NodeRecord]:
-    path: list[NodeRecord] = []
-    current: str | None = head
-    while current is not None:
-        node = nodes[current]
-        path.append(reads.node_record(node))
-        current = node.parent_id
-    path.reverse()
-    return path
-
-
 def load_jobs(
-    db: Database,
+    db: Readable,
     experiment_id: str,
     statuses: Collection[str],
     pool: ProviderPool,
@@ -150,58 +123,16 @@ def load_jobs(
     """Every dialogue of the experiment in one of ``statuses``, ready to continue from its
     head, interleaved across conditions. A few queries for the whole experiment, not a few per
     dialogue, so a thousand dialogues load in well under a second."""
-    with db.session() as session:
-        rows = session.exec(
-            select(Dialogue, Condition.name)
-            .join(Condition, col(Condition.id) == col(Dialogue.condition_id))
-            .where(col(Condition.experiment_id) == experiment_id, col(Dialogue.status).in_(list(statuses)))
-            .order_by(col(Dialogue.replicate), col(Condition.id))
-        ).all()
-        in_experiment = (
-            select(Dialogue.id)
-            .join(Condition, col(Condition.id) == col(Dialogue.condition_id))
-            .where(col(Condition.experiment_id) == experiment_id)
-        )
-        nodes = {
-            n.id: n
-            for n in session.exec(
-                select(Node).where(col(Node.dialogue_id).in_(in_experiment), col(Node.kind).in_(["opening", "turn"]))
-            ).all()
-        }
-        hashes = {h for d, _ in rows for h in (d.system_prompt_a, d.system_prompt_b)}
-        hashes |= {h for d, _ in rows for h in prompt_hashes(d.settings.get("measures", {}))}
-        prompts = {p.hash: p.text for p in session.exec(select(Prompt).where(col(Prompt.hash).in_(hashes))).all()}
-    done = reads.side_answers(db, [d.id for d, _ in rows])
-    paths: dict[str, list[NodeRecord]] = {}
-    for dialogue, _ in rows:
-        if dialogue.head_node_id is None:
-            raise ConfigError(f"dialogue {dialogue.id} has no opening stored; it cannot be continued")
-        paths[dialogue.id] = _path_to_head(dialogue.head_node_id, nodes)
-    # A researcher may have forked a dialogue with an edited system prompt (branching).
-    edited = {h for path in paths.values() for h in overrides_on(path).system_prompts.values()}
-    prompts |= {h: reads.prompt_text(db, h) for h in edited - prompts.keys()}
+    points = resume_points(db, experiment_id, statuses)
+    for point in points:
+        if not point.path:
+            raise ConfigError(f"dialogue {point.dialogue.id} has no opening stored; it cannot be continued")
+    # The system prompts, the measures' prompts, and those of a researcher's edits on the path
+    # (a fork with an edited system prompt, see branching).
+    hashes = {h for p in points for h in (p.dialogue.system_prompt_a, p.dialogue.system_prompt_b)}
+    hashes |= {h for p in points for h in prompt_hashes(p.dialogue.settings.get("measures", {}))}
+    hashes |= {h for p in points for h in overrides_on(p.path).system_prompts.values()}
+    prompts = prompt_texts(db, hashes)
     return [
-        DialogueJob(
-            condition, resume_dialogue(dialogue, paths[dialogue.id], prompts, pool, registry, done.get(dialogue.id, ()))
-        )
-        for dialogue, condition in rows
+        DialogueJob(p.condition, resume_dialogue(p.dialogue, p.path, prompts, pool, registry, p.done)) for p in points
     ]
-
-
-@dataclass(frozen=True)
-class ConditionCounts:
-    dialogues: int
-    turns: int
-    by_status: dict[str, int]
-
-
-def experiment_counts(db: Database, experiment_id: str) -> dict[str, ConditionCounts]:
-    """Per condition: how many dialogues, how many turns stored, dialogues by status."""
-    summaries = reads.list_dialogues(db, experiment_id=experiment_id, limit=None)
-    counts: dict[str, ConditionCounts] = {}
-    for row in summaries:
-        entry = counts.setdefault(row.condition, ConditionCounts(0, 0, {}))
-        by_status = dict(entry.by_status)
-        by_status[row.status] = by_status.get(row.status, 0) + 1
-        counts[row.condition] = ConditionCounts(entry.dialogues + 1, entry.turns + row.turns, by_status)
-    return counts

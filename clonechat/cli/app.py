@@ -5,7 +5,9 @@ at import time, so every command imports what it runs inside its own function. `
 starts without SQLAlchemy, SQLModel, the engine, the session, the providers or anyio, and
 ``query`` without all but SQLAlchemy (which the store's schema check still imports)
 (``tests/test_cli_startup.py`` holds that; ``benchmarks/startup.py`` times it). Defaults the
-options show come from :mod:`clonechat.constants`, which imports nothing heavy.
+options show come from :mod:`clonechat.constants`, which imports nothing heavy. Display
+commands read through :mod:`clonechat.read` and never open the database for writing (``ls``
+upgrades an older one, and only then).
 """
 
 from __future__ import annotations
@@ -355,13 +357,16 @@ def list_dialogues(
     limit: Annotated[int, typer.Option(help="Show at most this many, newest first.")] = 50,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """List stored dialogues, newest first."""
-    from clonechat.store import reads
-    from clonechat.store.database import Database
+    """List stored dialogues, newest first (turns: those of each dialogue's current
+    conversation). Only reads: the file is never written, created or migrated."""
+    from clonechat.read.connect import nothing_to_read, open_reader
+    from clonechat.read.dialogues import dialogue_summaries
 
     def go() -> None:
-        with Database.open(db, create=False) as database:
-            rows = reads.list_dialogues(database, experiment=experiment, limit=limit)
+        if not db.exists():
+            raise nothing_to_read(db)
+        with open_reader(db) as reader:
+            rows = [] if reader is None else dialogue_summaries(reader, experiment=experiment, limit=limit)
         if not rows:
             Console().print("no dialogues yet: start one with [bold]clonechat run[/bold]")
             return
@@ -387,6 +392,34 @@ def list_dialogues(
     report_errors(go)
 
 
+db_app = typer.Typer(help="Look after a run database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def upgrade_database(db: DbOption = DEFAULT_DB) -> None:
+    """Upgrade a database made by an older clonechat to this clonechat's schema, in one
+    transaction. The display commands (ls, show, query, the TUI...) only read, so they refuse
+    an older schema and point here; run, batch and score upgrade as they open it to write."""
+
+    def go() -> None:
+        from clonechat.read.connect import nothing_to_read, schema_state_of
+        from clonechat.store.database import Database
+        from clonechat.store.migrations import SCHEMA_VERSION
+
+        state = schema_state_of(db) if db.is_file() else None
+        if state == (0, False) or not db.exists():
+            raise nothing_to_read(db)  # never turn an empty or missing file into a database
+        before = None if state is None else state[0]
+        Database.open(db, create=False).close()
+        if before == SCHEMA_VERSION:
+            print(f"{db} is already at schema version {SCHEMA_VERSION}")
+        else:
+            print(f"upgraded {db} from schema version {before} to {SCHEMA_VERSION}")
+
+    report_errors(go)
+
+
 @app.command()
 def show(
     dialogue_id: Annotated[str, typer.Argument(metavar="ID", help="Dialogue id (a unique prefix is enough).")],
@@ -396,29 +429,27 @@ def show(
     prompts: Annotated[bool, typer.Option("--prompts", help="Also print both agents' system prompts.")] = False,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Print one dialogue from the database: a path through its tree, with per-turn metadata."""
-    from clonechat.cli.console import SPEAKER_STYLE, node_metadata
-    from clonechat.store import reads
-    from clonechat.store.database import Database
+    """Print one dialogue from the database: a path through its tree, with per-turn metadata.
+    Only reads: the file is left exactly as it was."""
+    from clonechat.cli.console import SPEAKER_STYLE
+    from clonechat.read.connect import open_existing
+    from clonechat.read.dialogues import prompt_texts, resolve_dialogue
+    from clonechat.read.paths import dialogue_path, node_record, path_to
+    from clonechat.read.sides import group_by_anchor, side_nodes
+    from clonechat.rendering import node_metadata
 
     def go() -> None:
         console = Console(highlight=False)
-        with Database.open(db, create=False) as database:
-            dialogue = reads.resolve_dialogue(database, dialogue_id)
-            path = reads.path_to(database, node) if node else reads.dialogue_path(database, dialogue)
+        with open_existing(db) as reader:
+            dialogue = resolve_dialogue(reader, dialogue_id)
+            path = path_to(reader, node) if node else dialogue_path(reader, dialogue)
             if node and path and path[0].dialogue_id != dialogue.id:
                 raise ConfigError(f"node {node} belongs to another dialogue ({path[0].dialogue_id})")
-            system = {
-                "A": reads.prompt_text(database, dialogue.system_prompt_a),
-                "B": reads.prompt_text(database, dialogue.system_prompt_b),
-            }
-            side = reads.side_nodes(database, dialogue.id)
-        # Predictions are shown after the turn they predict; other side answers after the node
-        # they were asked at (the opening for "before", the last turn for "after" and reports).
-        after: dict[str, list[Node]] = {}
-        for s in side:
-            key = s.target_node_id if s.kind == "prediction" and s.target_node_id else s.parent_id
-            after.setdefault(key or "", []).append(s)
+            system = {"A": dialogue.system_prompt_a, "B": dialogue.system_prompt_b}
+            texts = prompt_texts(reader, set(system.values())) if prompts else {}
+            # Predictions are shown after the turn they predict; other side answers after the
+            # node they were asked at (the opening for "before", the last turn for "after").
+            after = group_by_anchor(side_nodes(reader, dialogue.id))
         status = dialogue.status + (f" ({dialogue.stop_reason})" if dialogue.stop_reason else "")
         console.print(f"[bold]dialogue {dialogue.id}[/bold]  {status}")
         console.print(
@@ -428,10 +459,10 @@ def show(
         if dialogue.error:
             console.print(f"[red]error: {escape(dialogue.error)}[/red]")
         if prompts:
-            for name, text in system.items():
-                console.print(f"\n[bold]system prompt {name}[/bold]\n[dim]{escape(text)}[/dim]")
+            for name, prompt_hash in system.items():
+                console.print(f"\n[bold]system prompt {name}[/bold]\n[dim]{escape(texts[prompt_hash])}[/dim]")
         for n in path:
-            record = reads.node_record(n)
+            record = node_record(n)
             style = SPEAKER_STYLE.get(n.speaker, "bold")
             label = "opening" if n.kind == "opening" else f"turn {n.turn_index}"
             console.print(f"\n[{style}]{n.speaker}[/{style}] [dim]{label} · {n.id}[/dim]")

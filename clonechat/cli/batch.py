@@ -20,19 +20,11 @@ from clonechat.batch.estimate import estimate
 from clonechat.batch.progress import BatchProgress, PlainProgress, RichProgress
 from clonechat.batch.runner import BatchControl, run_jobs
 from clonechat.batch.spec import LoadedSpec, load_spec_file, parse_spec
-from clonechat.batch.store import (
-    UNFINISHED,
-    check_same_spec,
-    experiment_counts,
-    find_experiment,
-    free_name,
-    load_jobs,
-    provider_pool,
-    store_plan,
-)
+from clonechat.batch.store import UNFINISHED, check_same_spec, load_jobs, provider_pool, store_plan
 from clonechat.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED
 from clonechat.engine.events import fan_out
-from clonechat.errors import ConfigError, NotFoundError
+from clonechat.errors import ConfigError
+from clonechat.read.experiments import experiment_counts, find_experiment, free_name, require_experiment
 from clonechat.registry import Registry
 from clonechat.scoring.runner import score_text
 from clonechat.store.database import Database
@@ -147,9 +139,7 @@ def print_plan(loaded: LoadedSpec, console: Console, as_json: bool) -> None:
 
 
 def _stored_spec(db: Database, name: str, registry: Registry) -> tuple[Experiment, LoadedSpec]:
-    experiment = find_experiment(db, name)
-    if experiment is None:
-        raise NotFoundError(f"no experiment named '{name}' in {db.path} (see: clonechat ls)")
+    experiment = require_experiment(db, name)
     if experiment.spec is None:
         raise ConfigError(f"experiment '{name}' in {db.path} was not started from a spec, so it cannot be resumed")
     return experiment, parse_spec(experiment.spec, f"{db.path} [experiment {name}]", registry=registry)

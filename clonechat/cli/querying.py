@@ -1,5 +1,6 @@
 """``clonechat query``, ``search``, ``keywords``, ``export`` and ``schema``: asking questions of
-the run database. Every one opens it read-only (``clonechat.query.sql``).
+the run database. Every one opens it read-only, through :mod:`clonechat.read` (``query``,
+``search`` and ``keywords`` on the console connection of :mod:`clonechat.read.console`).
 
 As in :mod:`clonechat.cli.app`, each command imports what it runs when it runs: importing this
 module only declares the commands, for ``--help`` and for the command that was typed.
@@ -110,7 +111,10 @@ def _param(pair: str) -> tuple[str, Any]:
 @app.command()
 def query(
     statement: Annotated[
-        str, typer.Argument(metavar="SQL", help="One SQL statement (SELECT, WITH, PRAGMA table_info ...).")
+        str,
+        typer.Argument(
+            metavar="SQL", help="One read-only SQL statement (select ..., with ..., pragma table_info(node))."
+        ),
     ],
     fmt: FormatOption = OutputFormat.table,
     param: Annotated[
@@ -120,12 +124,12 @@ def query(
 ) -> None:
     """Run SQL on the run database, read-only: a write (INSERT, UPDATE, DELETE, DROP, ATTACH, ...)
     is refused and the file is left exactly as it was. Tables and views: docs/schema.md."""
-    from clonechat.query import sql
+    from clonechat.read import console
 
     def go() -> None:
         params = dict(_param(p) for p in param or [])
-        with sql.read_only(db) as conn:
-            result = sql.run(conn, statement, params)
+        with console.read_only(db) as conn:
+            result = console.run(conn, statement, params)
             print_rows(result.columns, result.rows, fmt)
 
     _run(go)
@@ -146,11 +150,11 @@ def search(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Full-text search over every stored message."""
-    from clonechat.query import sql
     from clonechat.query.search import MARK_END, MARK_START, search
+    from clonechat.read.console import read_only
 
     def go() -> None:
-        with sql.read_only(db) as conn:
+        with read_only(db) as conn:
             hits = search(conn, text, experiment=experiment, kinds=kind or [], literal=literal, limit=limit)
         if fmt is not OutputFormat.table:
             columns = ["node_id", "dialogue_id", "experiment", "condition", "turn_index", "speaker", "kind", "variant"]
@@ -183,11 +187,11 @@ def keywords(
 ) -> None:
     """How often each dialogue's conversation uses each keyword: turns, turns mentioning it,
     occurrences, per 1,000 words (case-insensitive substring count)."""
-    from clonechat.query import sql
     from clonechat.query.keywords import DEFAULT_KEYWORDS, keyword_rates
+    from clonechat.read.console import read_only
 
     def go() -> None:
-        with sql.read_only(db) as conn:
+        with read_only(db) as conn:
             result = keyword_rates(conn, words or DEFAULT_KEYWORDS, experiment=experiment)
             print_rows(result.columns, result.rows, fmt)
 
@@ -210,13 +214,13 @@ def export(
 ) -> None:
     """Export everything stored about an experiment: JSONL (a dialogue per line), CSV or Parquet
     (a file per table, rows as stored), or Markdown transcripts."""
-    from clonechat.query import sql
     from clonechat.query.export import export as write_export
+    from clonechat.read.connect import open_existing
 
     def go() -> None:
         target = out or Path("runs") / "exports" / experiment
-        with sql.read_only(db) as conn:
-            summary = write_export(conn, experiment, fmt.value, target)
+        with open_existing(db) as reader:
+            summary = write_export(reader, experiment, fmt.value, target)
         console = Console(highlight=False, soft_wrap=True)
         console.print(f"{summary.dialogues} dialogues of {escape(experiment)} exported as {fmt.value}:")
         for file in summary.files:

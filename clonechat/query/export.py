@@ -21,43 +21,23 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sqlmodel import SQLModel
 
 import clonechat.store.models  # noqa: F401  (registers the tables in SQLModel.metadata)
 from clonechat.branching import EDIT_MODEL
-from clonechat.errors import MissingExtraError, NotFoundError
-from clonechat.query.sql import ReadOnlyConnection
+from clonechat.errors import MissingExtraError
+from clonechat.read.connect import Readable
+from clonechat.read.export_rows import TABLES, Rows, experiment_tables
+from clonechat.read.paths import path_in
+from clonechat.read.sides import SIDE_KINDS, group_by_anchor
 
 ExportFormat = Literal["jsonl", "csv", "parquet", "markdown"]
-#: A table's column names and rows.
-Rows = tuple[list[str], list[tuple[Any, ...]]]
 FORMATS: tuple[ExportFormat, ...] = ("jsonl", "csv", "parquet", "markdown")
-TABLES = ("experiment", "condition", "dialogue", "node", "score", "turn_metrics", "prompt")
+__all__ = ["FORMATS", "JSON_COLUMNS", "TABLES", "ExportFormat", "ExportSummary", "export", "read_table"]
 JSON_COLUMNS = {"condition": ("settings",), "dialogue": ("settings",), "node": ("params",), "score": ("detail",),
                 "prompt": ("variables",)}  # fmt: skip
-
-_DIALOGUES = "SELECT d.id FROM dialogue d JOIN condition c ON c.id = d.condition_id WHERE c.experiment_id = :e"
-#: Each table's rows belonging to the experiment ``:e``, in a stable order.
-_ROWS = {
-    "experiment": "SELECT * FROM experiment WHERE id = :e",
-    "condition": "SELECT * FROM condition WHERE experiment_id = :e ORDER BY name",
-    "dialogue": f"SELECT * FROM dialogue WHERE id IN ({_DIALOGUES}) ORDER BY id",
-    "node": f"SELECT * FROM node WHERE dialogue_id IN ({_DIALOGUES}) ORDER BY dialogue_id, rowid",
-    "score": f"""SELECT s.* FROM score s JOIN node n ON n.id = s.node_id
-                 WHERE n.dialogue_id IN ({_DIALOGUES}) ORDER BY s.id""",
-    "turn_metrics": f"SELECT * FROM turn_metrics WHERE dialogue_id IN ({_DIALOGUES}) ORDER BY node_id",
-    # Prompts the experiment's dialogues, conditions and forks refer to (by hash, in a column or
-    # inside their settings).
-    "prompt": f"""SELECT p.* FROM prompt p WHERE
-        EXISTS (SELECT 1 FROM dialogue d WHERE d.id IN ({_DIALOGUES}) AND p.hash IN
-                (d.system_prompt_a, d.system_prompt_b, d.opening_prompt) OR instr(d.settings, p.hash))
-        OR EXISTS (SELECT 1 FROM condition c WHERE c.experiment_id = :e AND instr(c.settings, p.hash))
-        OR EXISTS (SELECT 1 FROM node n WHERE n.dialogue_id IN ({_DIALOGUES}) AND n.model = 'researcher-edit'
-                   AND instr(n.params, p.hash))
-        ORDER BY p.hash""",
-}
 
 
 @dataclass(frozen=True)
@@ -68,20 +48,6 @@ class ExportSummary:
     rows: dict[str, int]
 
 
-def _experiment_id(conn: ReadOnlyConnection, name: str) -> str:
-    row = conn.execute("SELECT id FROM experiment WHERE name = ?", (name,)).fetchone()
-    if row is None:
-        known = [r[0] for r in conn.execute("SELECT name FROM experiment ORDER BY name").fetchall()]
-        raise NotFoundError(f"no experiment {name!r} in {conn.path} (known: {', '.join(known) or 'none'})")
-    return str(row[0])
-
-
-def table_rows(conn: ReadOnlyConnection, table: str, experiment_id: str) -> Rows:
-    """A table's rows for one experiment, as stored."""
-    cursor = conn.execute(_ROWS[table], {"e": experiment_id})
-    return [d[0] for d in cursor.description], cursor.fetchall()
-
-
 def _with_json(table: str, columns: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
     record = dict(zip(columns, row, strict=True))
     for name in JSON_COLUMNS.get(table, ()):
@@ -90,12 +56,11 @@ def _with_json(table: str, columns: list[str], row: tuple[Any, ...]) -> dict[str
     return record
 
 
-def export(conn: ReadOnlyConnection, experiment: str, fmt: ExportFormat, out: Path) -> ExportSummary:
+def export(db: Readable, experiment: str, fmt: ExportFormat, out: Path) -> ExportSummary:
     """Write ``experiment`` in ``fmt`` under the folder ``out``; the files written are listed."""
     if fmt == "parquet":
         _require_pyarrow()
-    experiment_id = _experiment_id(conn, experiment)
-    tables = {t: table_rows(conn, t, experiment_id) for t in TABLES}
+    tables = experiment_tables(db, experiment)
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
         files = [_write_csv(out / f"{t}.csv", *tables[t]) for t in TABLES]
@@ -196,13 +161,27 @@ def _write_jsonl(path: Path, tables: dict[str, Rows]) -> Path:
 
 
 def _head_path(nodes: list[dict[str, Any]], head: str | None) -> list[dict[str, Any]]:
+    """The dialogue's current conversation, walked in the nodes the export holds."""
+    if head is None:
+        return []
     by_id = {n["id"]: n for n in nodes}
-    path: list[dict[str, Any]] = []
-    node = by_id.get(head) if head else None
-    while node is not None:
-        path.append(node)
-        node = by_id.get(node["parent_id"]) if node["parent_id"] else None
-    return path[::-1]
+    return [by_id[i] for i in path_in({n["id"]: n["parent_id"] for n in nodes}, head)]
+
+
+class _Side(NamedTuple):
+    """An exported side node, as :func:`~clonechat.read.sides.group_by_anchor` reads it."""
+
+    kind: str
+    parent_id: str | None
+    target_node_id: str | None
+    node: dict[str, Any]
+
+
+def _side_text(n: dict[str, Any]) -> list[str]:
+    if n["kind"] == "prediction":
+        return [f"*predicted by {n['speaker']} ({n['variant']}):* {' '.join(n['content'].split())}", ""]
+    what = n["kind"] + (f" {n['variant']}" if n["variant"] else "")
+    return [f"*{what}, {n['speaker']}:*", "", _quote(n["content"]), ""]
 
 
 def _quote(text: str) -> str:
@@ -216,11 +195,16 @@ def _write_markdown(path: Path, tables: dict[str, Rows]) -> Path:
     for record in records:
         d, c = record["dialogue"], record["condition"]
         conversation = _head_path(record["nodes"], d["head_node_id"])
-        side: dict[str, list[dict[str, Any]]] = {}
-        for n in record["nodes"]:
-            if n["kind"] == "prediction" and n["target_node_id"]:
-                side.setdefault(n["target_node_id"], []).append(n)
-        others = [n for n in record["nodes"] if n["kind"] in ("coordination", "report", "error")]
+        on_path = {n["id"] for n in conversation}
+        side = group_by_anchor(
+            _Side(n["kind"], n["parent_id"], n["target_node_id"], n) for n in record["nodes"] if n["kind"] in SIDE_KINDS
+        )
+        placed = {s.node["id"] for key, group in side.items() if key in on_path for s in group}
+        # Answers asked on another branch and errors (a record off the path) come last; a
+        # prediction of a turn on another branch is that branch's, not this conversation's.
+        others = [
+            n for n in record["nodes"] if n["kind"] in ("coordination", "report", "error") and n["id"] not in placed
+        ]
         branches = sum(1 for n in record["nodes"] if n["kind"] == "turn") - sum(
             1 for n in conversation if n["kind"] == "turn"
         )
@@ -238,12 +222,16 @@ def _write_markdown(path: Path, tables: dict[str, Rows]) -> Path:
             if n["model"] == EDIT_MODEL:
                 label += " · edited by the researcher"
             lines += [label, ""]
-            for p in side.get(n["id"], []):  # made before the turn was written
-                lines += [f"*predicted by {p['speaker']} ({p['variant']}):* {' '.join(p['content'].split())}", ""]
+            beside = [s.node for s in side.get(n["id"], [])]
+            for p in beside:
+                if p["kind"] == "prediction":  # made before the turn was written
+                    lines += _side_text(p)
             lines += [_quote(n["content"]), ""]
+            for p in beside:
+                if p["kind"] != "prediction":  # asked after this node
+                    lines += _side_text(p)
         for n in others:
-            what = n["kind"] + (f" {n['variant']}" if n["variant"] else "")
-            lines += [f"*{what}, {n['speaker']}:*", "", _quote(n["content"]), ""]
+            lines += _side_text(n)
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 

@@ -1,8 +1,9 @@
 """The run database as pandas DataFrames: ``clonechat.open_run_db(path)``.
 
-Each frame is one of the documented views (``docs/schema.md``) read through the same
-read-only connection as ``clonechat query``, so a notebook cannot change the database either.
-Columns ending in ``_at`` are parsed as UTC timestamps. pandas is an optional extra.
+Each frame is one of the documented views (``docs/schema.md``, queries in
+:mod:`clonechat.read.frames`) read through the same read-only connection as ``clonechat query``
+(:mod:`clonechat.read.console`), so a notebook cannot change the database either. Columns
+ending in ``_at`` are parsed as UTC timestamps. pandas is an optional extra.
 """
 
 from __future__ import annotations
@@ -13,20 +14,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from clonechat.errors import MissingExtraError
-from clonechat.query import sql
+from clonechat.read import console
+from clonechat.read.console import QueryResult
+from clonechat.read.frames import frame_rows
 
 if TYPE_CHECKING:
     import pandas as pd
-
-_SCORES = """
-SELECT e.name AS experiment, c.name AS condition, n.dialogue_id, n.id AS node_id, n.kind, n.variant,
-       n.turn_index, s.scorer, s.version, s.value, s.detail, s.created_at
-FROM score s
-JOIN node n ON n.id = s.node_id
-JOIN dialogue d ON d.id = n.dialogue_id
-JOIN condition c ON c.id = d.condition_id
-JOIN experiment e ON e.id = c.experiment_id
-ORDER BY s.id"""
 
 
 def _pandas() -> Any:
@@ -45,11 +38,13 @@ class RunDB:
     def __init__(self, path: Path | str) -> None:
         self._pd = _pandas()
         self.path = Path(path)
-        self._conn = sql.connect(self.path)
+        self._conn = console.connect(self.path)
 
     def sql(self, query: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> pd.DataFrame:
         """Any read-only query as a DataFrame (writes are refused, as in ``clonechat query``)."""
-        result = sql.run(self._conn, query, params)
+        return self._frame(console.run(self._conn, query, params))
+
+    def _frame(self, result: QueryResult) -> pd.DataFrame:
         frame: pd.DataFrame = self._pd.DataFrame.from_records(list(result.rows), columns=result.columns)
         for column in frame.columns:
             if str(column).endswith("_at"):
@@ -59,27 +54,27 @@ class RunDB:
     @property
     def dialogues(self) -> pd.DataFrame:
         """``v_dialogue``: one row per dialogue."""
-        return self.sql("SELECT * FROM v_dialogue ORDER BY dialogue_id")
+        return self._frame(frame_rows(self._conn, "dialogues"))
 
     @property
     def turns(self) -> pd.DataFrame:
         """``v_turn``: every agent turn with its context and metrics (``on_head`` for the current conversation)."""
-        return self.sql("SELECT * FROM v_turn ORDER BY dialogue_id, turn_index, node_id")
+        return self._frame(frame_rows(self._conn, "turns"))
 
     @property
     def predictions(self) -> pd.DataFrame:
         """``v_prediction``: one row per prediction and scorer version, with the shuffled control beside it."""
-        return self.sql("SELECT * FROM v_prediction ORDER BY dialogue_id, turn_index, prediction_id, scorer")
+        return self._frame(frame_rows(self._conn, "predictions"))
 
     @property
     def scores(self) -> pd.DataFrame:
         """Every score row with the scored node's experiment, condition, kind and turn."""
-        return self.sql(_SCORES)
+        return self._frame(frame_rows(self._conn, "scores"))
 
     @property
     def coordination(self) -> pd.DataFrame:
         """``v_coordination``: both agents' answers to each coordination question, and whether they matched."""
-        return self.sql("SELECT * FROM v_coordination ORDER BY dialogue_id, task, phase")
+        return self._frame(frame_rows(self._conn, "coordination"))
 
     def close(self) -> None:
         self._conn.close()

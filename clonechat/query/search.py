@@ -3,54 +3,28 @@
 The index is the FTS5 table ``node_fts`` over ``node.content``. The store indexes every node
 in the transaction that stores it (``writes.index_new_nodes``), so every message (turns,
 predictions, reports, forks, resumed turns) is searchable the moment it is committed, from any
-process; triggers keep it in sync with edits and deletions made with other tools. The tokenizer is ``unicode61``: words
-match case- and accent-insensitively, and FTS5 query syntax works (``"two words"``,
+process; triggers keep it in sync with edits and deletions made with other tools. The
+tokenizer is ``unicode61``: words match case- and accent-insensitively, and FTS5 query syntax works (``"two words"``,
 ``consciousness OR awareness``, ``conscious*``, ``NEAR(spiral dance)``). Emoji and other
 symbols are not words to it, so a query without letters or digits (``🌀``) is run as a
 case-insensitive substring scan instead, as is any query given with ``literal=True``.
+The statements are :mod:`clonechat.read.search`'s; this module says what a query means.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import regex
 
 from clonechat.errors import QueryError
-from clonechat.query.sql import ReadOnlyConnection
+from clonechat.read.console import ReadOnlyConnection
+from clonechat.read.search import MARK_END, MARK_START, SearchHit, find_messages
 
-#: Marks around the matched words in a snippet.
-MARK_START, MARK_END = "\x02", "\x03"
+__all__ = ["MARK_END", "MARK_START", "SearchHit", "is_literal", "search"]
+
 _HAS_WORD = regex.compile(r"[\p{L}\p{N}]")
-
-_CONTEXT = """
-SELECT n.id, n.dialogue_id, e.name, c.name, n.turn_index, n.speaker, n.kind, n.variant, {snippet}
-FROM {source}
-JOIN dialogue d ON d.id = n.dialogue_id
-JOIN condition c ON c.id = d.condition_id
-JOIN experiment e ON e.id = c.experiment_id
-WHERE {match} {filters}
-ORDER BY {order}
-LIMIT :limit
-"""
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    node_id: str
-    dialogue_id: str
-    experiment: str
-    condition: str
-    turn_index: int
-    speaker: str
-    kind: str
-    variant: str | None
-    #: The content around the match, matches between MARK_START and MARK_END.
-    snippet: str
-
-    def plain_snippet(self) -> str:
-        return self.snippet.replace(MARK_START, "").replace(MARK_END, "")
 
 
 def is_literal(query: str) -> bool:
@@ -70,34 +44,9 @@ def search(
     """Messages matching ``query``, best match first (oldest first for a substring scan)."""
     if not query.strip():
         raise QueryError("search: give something to search for")
-    params: dict[str, object] = {"query": query, "limit": limit}
-    filters = ""
-    if experiment is not None:
-        filters += " AND e.name = :experiment"
-        params["experiment"] = experiment
-    if kinds:
-        names = [f":kind{i}" for i in range(len(kinds))]
-        filters += f" AND n.kind IN ({', '.join(names)})"
-        params.update({f"kind{i}": k for i, k in enumerate(kinds)})
     literal = literal or is_literal(query)
-    if literal:
-        sql = _CONTEXT.format(
-            snippet="n.content",
-            source="node n",
-            match="instr(lower(n.content), lower(:query)) > 0",
-            filters=filters,
-            order="n.rowid",
-        )
-    else:
-        sql = _CONTEXT.format(
-            snippet=f"snippet(node_fts, 0, '{MARK_START}', '{MARK_END}', '…', 16)",
-            source="node_fts JOIN node n ON n.rowid = node_fts.rowid",
-            match="node_fts MATCH :query",
-            filters=filters,
-            order="node_fts.rank",
-        )
     try:
-        rows = conn.execute(sql, params).fetchall()
+        hits = find_messages(conn, query, experiment=experiment, kinds=kinds, substring=literal, limit=limit)
     except QueryError as exc:
         if not literal and str(exc).startswith("SQL error"):
             # The statement is ours; what SQLite rejects is the query string.
@@ -106,7 +55,6 @@ def search(
                 "put words with punctuation in double quotes, or use --literal"
             ) from None
         raise
-    hits = [SearchHit(*row) for row in rows]
     if literal:
         hits = [_mark_literal(hit, query) for hit in hits]
     return hits

@@ -28,10 +28,11 @@ def find_experiment(db: Readable, name: str) -> Experiment | None:
 
 
 def require_experiment(db: Readable, name: str) -> Experiment:
-    """The experiment called ``name``; a NotFoundError that points at ``clonechat ls`` if none."""
+    """The experiment called ``name``; a NotFoundError naming the experiments there are if none."""
     experiment = find_experiment(db, name)
     if experiment is None:
-        raise NotFoundError(f"no experiment named {name!r} in {db.path} (see 'clonechat ls')")
+        known = ", ".join(experiment_names(db)) or "none yet"
+        raise NotFoundError(f"no experiment named {name!r} in {db.path} (known: {known})")
     return experiment
 
 
