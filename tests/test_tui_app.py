@@ -1,5 +1,5 @@
 """App-level actions with Pilot: running a batch from a spec (in another process, validated
-first) and opening the scores of what is in view."""
+first), opening the scores of what is in view, and the bookmarks the app keeps for the session."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input, Static
 
+from clonechat.session import DialogueRequest
+from clonechat.store.database import Database
 from clonechat.tui.app import ClonechatApp
+from clonechat.tui.live import LiveDialogue, UiEvent
 from clonechat.tui.screens.browser import BrowserScreen
+from clonechat.tui.screens.dialogue import DialogueScreen
 from clonechat.tui.screens.spec_prompt import SpecPrompt
 
 pytestmark = pytest.mark.anyio
@@ -70,3 +74,39 @@ async def test_a_batch_started_from_the_app_runs_in_another_process_and_lists_it
         assert app.batches_running == 0
         messages = [n.message for n in app._notifications]
         assert any("experiment from-tui: 2 dialogues (2 completed)" in m for m in messages), messages
+
+
+async def ignore(_event: UiEvent) -> None:
+    pass
+
+
+async def test_bookmarks_are_the_apps_and_outlive_the_dialogue_screen(tmp_path: Path) -> None:
+    """Bookmark a message, leave the dialogue and open it again: the bookmark is still there,
+    held by this app (another app on the same database starts with none)."""
+    db = tmp_path / "r.db"
+    with Database.open(db) as database:
+        live = LiveDialogue(database, ignore)
+        await live.start(DialogueRequest(model_a="scripted", max_turns=3, seed=5))
+    dialogue_id = live.dialogue_id
+    assert dialogue_id is not None
+
+    async def bookmark_then_reopen(app: ClonechatApp, *, mark: bool) -> str:
+        async with app.run_test(size=(120, 40)) as pilot:
+            browser = app.screen
+            assert isinstance(browser, BrowserScreen)
+            await settle(pilot, browser)
+            await pilot.press("enter")
+            await pilot.pause()
+            if mark:
+                await pilot.press("b")
+                await pilot.pause()
+            await pilot.press("escape", "enter")
+            await pilot.pause()
+            screen = app.screen
+            assert isinstance(screen, DialogueScreen)
+            return str(screen.query_one("#status", Static).render())
+
+    app = ClonechatApp(db)
+    assert "★ 1 bookmark" in await bookmark_then_reopen(app, mark=True)
+    assert len(app.bookmarks.of(dialogue_id)) == 1
+    assert "bookmark" not in await bookmark_then_reopen(ClonechatApp(db), mark=False)

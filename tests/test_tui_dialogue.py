@@ -17,9 +17,15 @@ import pytest
 from textual.app import App
 from textual.widgets import Static
 
+from clonechat.branching import fork_with_edit
 from clonechat.measures import MeasureOptions, PredictionOptions
 from clonechat.session import DialogueRequest
+from clonechat.store.database import Database
+from clonechat.tui.live import LiveDialogue, UiEvent
+from clonechat.tui.screens.compare import CompareScreen
 from clonechat.tui.screens.dialogue import DialogueScreen
+from clonechat.tui.screens.fork import ForkScreen
+from clonechat.tui.transcript_source import SqlitePathSource
 from clonechat.tui.widgets.transcript import TranscriptView
 from tests.tui_helpers import Host
 
@@ -142,6 +148,72 @@ async def test_a_stored_dialogue_opens_with_its_predictions(tmp_path: Path) -> N
         transcript.select_node(3)
         await pilot.pause()
         assert "predicted by" in str(stored.query_one("#predictions", Static).render())
+
+
+async def ignore(_event: UiEvent) -> None:
+    pass
+
+
+def database_files(directory: Path) -> dict[str, bytes]:
+    """The database and its write-ahead log, byte for byte. Left out: ``-shm`` (a reader's
+    index of the log, which any reader may touch, not data) and an empty log (SQLite opens
+    one for a reader of a WAL database; with no frames in it, nothing was written)."""
+    files = sorted(p for p in directory.iterdir() if not p.name.endswith("-shm"))
+    return {p.name: p.read_bytes() for p in files if p.stat().st_size or not p.name.endswith("-wal")}
+
+
+async def test_browsing_a_stored_dialogue_leaves_the_database_byte_identical(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a dialogue, reading its predictions, moving between branches, bookmarking,
+    comparing and opening the fork dialog without saving are all display: the writer (which
+    migrates, in an IMMEDIATE transaction) is never opened, and not one byte of the file changes."""
+    directory = tmp_path / "runs"
+    directory.mkdir()
+    db = directory / "r.db"
+    with Database.open(db) as database:
+        live = LiveDialogue(database, ignore)
+        await live.start(request(3))
+        dialogue_id = live.dialogue_id
+        assert dialogue_id is not None
+        original = SqlitePathSource(database, dialogue_id).ids
+        fork = await fork_with_edit(database, original[2], "an edited second turn")
+        await LiveDialogue(database, ignore).resume(dialogue_id, leaf_id=fork.id)
+    before = database_files(directory)
+
+    def refuse(*_args: object, **_kwargs: object) -> Database:
+        raise AssertionError("the writer was opened to display a dialogue")
+
+    monkeypatch.setattr(Database, "open", refuse)
+    screen = DialogueScreen(db, dialogue_id=dialogue_id)
+    app = Host(screen)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert screen.loader is not None
+        await screen.loader.wait()
+        await pilot.pause()
+        assert len(screen.predicted) == 4  # 3 turns, then the one the edit continued with
+        assert "predicted by" in str(screen.query_one("#predictions", Static).render())
+        view = screen.query_one(TranscriptView)
+        view.focus()
+        view.select_node(2)
+        await pilot.pause()
+        await pilot.press("left_square_bracket", "b", "right_square_bracket", "left", "right", "l", "apostrophe")
+        await pilot.pause()
+        assert view.node_at(2).id == original[2] and "★ bookmarked" in str(screen.query_one("#status").render())
+        await pilot.press("v", "right_square_bracket", "v")
+        await pilot.pause()
+        assert isinstance(app.screen, CompareScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is screen
+        await pilot.press("f")  # the fork dialog, prefilled from the database, then cancelled
+        await pilot.pause()
+        assert isinstance(app.screen, ForkScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is screen
+    assert database_files(directory) == before
 
 
 WATCHED_SPEC = """\

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,7 +15,8 @@ from textual.app import App, ComposeResult
 
 from clonechat.engine.records import NodeRecord
 from clonechat.errors import NotFoundError
-from clonechat.store import reads, writes
+from clonechat.read.paths import path_to
+from clonechat.store import writes
 from clonechat.store.database import Database
 from clonechat.tui.transcript_source import WALK_AHEAD, ListSource, SqlitePathSource
 from clonechat.tui.widgets.transcript import TranscriptView
@@ -127,7 +130,7 @@ def test_sqlite_source_opens_without_walking_and_walks_only_as_far_as_asked(big_
     assert [n.turn_index for n in source.page(TURNS - 4, TURNS + 1)] == list(range(TURNS - 4, TURNS + 1))
     assert source.ids_walked <= 10 + WALK_AHEAD + 1  # the last page, and a little beyond
     # The whole path is exactly the one a recursive walk from the leaf gives.
-    assert source.ids == [n.id for n in reads.path_to(big_db, f"N{TURNS:025d}")]
+    assert source.ids == [n.id for n in path_to(big_db, f"N{TURNS:025d}")]
     assert source.ids_walked == TURNS + 1 + 1  # each id once (the leaf is the walks' start twice)
 
 
@@ -306,3 +309,17 @@ def test_divergence_walks_only_up_to_where_the_paths_part(big_db: Database) -> N
     prefix = SqlitePathSource(big_db, DIALOGUE, leaf_id=f"N{TURNS - 10:025d}")
     assert divergence(longer, prefix) == divergence(prefix, longer) == TURNS - 9
     assert longer.ids_walked + prefix.ids_walked <= 2 * (WALK_AHEAD + 1)  # not two 10,000-id walks
+
+
+def test_the_widget_imports_neither_the_cli_nor_what_the_cli_brings() -> None:
+    """The transcript's metadata line comes from ``clonechat.rendering``, not the CLI (which
+    drags in typer, the session and the embedded provider); checked in a fresh interpreter,
+    so the whole import chain counts, not just the widget's own import lines."""
+    probe = (
+        "import sys, clonechat.tui.widgets.transcript\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('typer', 'llama_cpp')"
+        " or m.startswith(('clonechat.cli', 'clonechat.session', 'clonechat.providers'))]\n"
+        "print(','.join(sorted(heavy)))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -16,29 +16,9 @@ from clonechat.engine.events import (
     TurnStarted,
 )
 from clonechat.engine.records import NodeRecord
+from clonechat.rendering import node_metadata
 
 SPEAKER_STYLE = {"A": "bold cyan", "B": "bold magenta", "researcher": "bold yellow"}
-
-
-def node_metadata(node: NodeRecord) -> str:
-    """One dim line of per-turn facts: model, tokens, cache reuse, latency, finish reason."""
-    parts: list[str] = []
-    if node.model:
-        parts.append(node.model)
-    if node.prompt_tokens is not None:
-        prompt = f"prompt {node.prompt_tokens} tok"
-        if node.prompt_tokens_evaluated is not None:
-            prompt += f" ({node.prompt_tokens_evaluated} evaluated, {node.prompt_tokens_cached or 0} cached)"
-        parts.append(prompt)
-    if node.completion_tokens is not None:
-        parts.append(f"{node.completion_tokens} tok out")
-    if node.latency_ms is not None:
-        parts.append(f"{node.latency_ms / 1000:.2f} s")
-    if node.finish_reason:
-        parts.append(f"finish {node.finish_reason}")
-    if node.error:
-        parts.append(f"error: {node.error}")
-    return " · ".join(parts)
 
 
 def _one_line(node: NodeRecord, limit: int = 160) -> str:

@@ -1,6 +1,7 @@
 """The ``clonechat`` terminal app: the shell every screen lives in.
 
 The app owns what is the same on every screen: the database path, the key help panel (``?``),
+the session's bookmarks (a dialogue keeps them when its screen is closed and opened again),
 and the command palette (ctrl+p), whose entries come from the screen it was opened on (see
 ``clonechat.tui.screens.HasPaletteCommands``). Screens tell the app what the user wants with
 messages, so they stay testable alone and the app decides which screen comes next.
@@ -24,6 +25,7 @@ from clonechat.measures import MeasureOptions, PredictionOptions
 from clonechat.session import DialogueRequest
 from clonechat.tui import data
 from clonechat.tui.batch_launch import run_batch
+from clonechat.tui.dialogue.bookmarks import Bookmarks
 from clonechat.tui.screens import HasPaletteCommands, PaletteCommand
 from clonechat.tui.screens.browser import BrowserScreen
 from clonechat.tui.screens.dialogue import DialogueScreen
@@ -70,6 +72,8 @@ class ClonechatApp(App[None]):
         self.sub_title = str(db_path)
         #: Batches started from here and still running (their child processes).
         self.batches_running = 0
+        #: The session's bookmarks, per dialogue: kept while dialogue screens come and go.
+        self.bookmarks = Bookmarks()
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -35,8 +35,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from clonechat.cli.console import node_metadata
 from clonechat.engine.records import NodeRecord
+from clonechat.rendering import node_metadata
 from clonechat.tui.transcript_source import AppendableSource, TranscriptSource
 
 #: Nodes loaded and laid out together (one ``source.page`` call).

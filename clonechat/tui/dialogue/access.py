@@ -1,0 +1,58 @@
+"""The run database as the dialogue screen uses it: opened for reading, written only on demand.
+
+Looking at a stored dialogue must leave the file exactly as it was: it is read through a
+:class:`~clonechat.read.connect.Reader` (``mode=ro``, no migration, no ``IMMEDIATE``
+transaction queued behind a running batch). The writer :class:`Database` is opened the first
+time the researcher runs, continues or forks a dialogue, and from then on also serves the
+reads (it reads through its own read-only engine, so a part that kept the reader is not wrong).
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+from clonechat.errors import NotFoundError
+from clonechat.read.connect import Readable, Reader, open_reader
+from clonechat.store.database import Database
+
+
+class DatabaseAccess:
+    """One screen's handles on one run database, closed together when the screen goes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._reader: Reader | None = None
+        self._writer: Database | None = None
+        self._stack = ExitStack()
+
+    @property
+    def reading(self) -> Readable:
+        """What the screen reads from: the writer if one is open, else the read-only reader
+        (opened on first use; a NotFoundError if there is no database yet)."""
+        if self._writer is not None:
+            return self._writer
+        if self._reader is None:
+            reader = self._stack.enter_context(open_reader(self.path))
+            if reader is None:
+                raise NotFoundError(f"no clonechat database at {self.path}")
+            self._reader = reader
+        return self._reader
+
+    @property
+    def writing(self) -> bool:
+        """Whether the writer has been opened (something was run or forked here)."""
+        return self._writer is not None
+
+    def writer(self) -> Database:
+        """The writer, opened (and the schema migrated if need be) on first use."""
+        if self._writer is None:
+            self._writer = Database.open(self.path)
+        return self._writer
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._stack.close()
+        self._reader = None
