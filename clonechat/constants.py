@@ -15,6 +15,10 @@ from pathlib import Path
 DEFAULT_DB = Path("runs") / "clonechat.db"
 #: The environment variable naming the run database.
 DB_ENV_VAR = "CLONECHAT_DB"
+#: The schema this clonechat reads and writes: the number of migration steps. Readers check a
+#: file against it without loading SQLAlchemy; ``store.migrations`` refuses to import if its
+#: step list and this number disagree, so the two cannot drift apart.
+SCHEMA_VERSION = 7
 #: How long SQLite waits on a lock held by another process (a running batch) before failing.
 BUSY_TIMEOUT_MS = 10_000
 

@@ -29,9 +29,10 @@ def test_mypy_strict() -> None:
 
 
 def test_core_never_imports_textual() -> None:
-    """The engine, store, providers and the query layer are usable without the TUI."""
+    """The engine, store, providers, the read layer and the query layer are usable without the TUI."""
+    read_modules = ", ".join(f"clonechat.read.{p.stem}" for p in sorted((ROOT / "clonechat" / "read").glob("*.py")))
     code = (
-        "import sys, clonechat.engine.dialogue, clonechat.store.writer, clonechat.store.reads, "
+        f"import sys, clonechat.engine.dialogue, clonechat.store.writer, {read_modules}, "
         "clonechat.providers.embedded, clonechat.session, clonechat.query.sql, clonechat.query.search, "
         "clonechat.query.keywords, clonechat.query.export, clonechat.query.frames, clonechat.store.schema_doc; "
         "sys.exit(1 if any(m == 'textual' or m.startswith('textual.') for m in sys.modules) else 0)"

@@ -14,9 +14,10 @@ from clonechat.engine.dialogue import run_dialogue
 from clonechat.engine.events import TokenDelta
 from clonechat.providers.base import ChatMessage, ChatRequest, GenerationParams
 from clonechat.providers.embedded import SMOLLM2_NAME, EmbeddedProvider, find_smollm2_gguf
+from clonechat.read.dialogues import resolve_dialogue
+from clonechat.read.paths import dialogue_path
 from clonechat.registry import ProviderPool
 from clonechat.session import DialogueRequest, prepare_dialogue
-from clonechat.store import reads
 from clonechat.store.database import Database
 from clonechat.store.recorder import Recorder
 from clonechat.store.writer import open_writer
@@ -51,9 +52,9 @@ async def run_stored(db: Database, request: DialogueRequest) -> tuple[str, Event
 
 async def test_four_turn_dialogue_is_stored_and_read_back(db: Database) -> None:
     dialogue_id, log = await run_stored(db, DialogueRequest(max_turns=4, max_tokens=40, seed=11))
-    dialogue = reads.resolve_dialogue(db, dialogue_id)
+    dialogue = resolve_dialogue(db, dialogue_id)
     assert dialogue.status == "completed"
-    path = reads.dialogue_path(db, dialogue)
+    path = dialogue_path(db, dialogue)
     turns = [n for n in path if n.kind == "turn"]
     assert [n.speaker for n in turns] == ["A", "B", "A", "B"]
     for node in turns:
@@ -78,7 +79,7 @@ async def test_each_agent_reuses_its_own_kv_cache(db: Database) -> None:
         max_turns=5, max_tokens=96, seed=2, temperature=0.9, first_speaker="A", stop_phrase="", condition="no-frame"
     )
     dialogue_id, _ = await run_stored(db, request)
-    turns = [n for n in reads.dialogue_path(db, reads.resolve_dialogue(db, dialogue_id)) if n.kind == "turn"]
+    turns = [n for n in dialogue_path(db, resolve_dialogue(db, dialogue_id)) if n.kind == "turn"]
     # Turns 1 and 2 are each agent's first: the whole prompt is new.
     assert turns[0].prompt_tokens_cached == 0
     assert turns[1].prompt_tokens_cached == 0
@@ -96,7 +97,7 @@ async def test_each_agent_reuses_its_own_kv_cache(db: Database) -> None:
 
 async def dialogue_contents(db: Database, **kw: object) -> list[str]:
     dialogue_id, _ = await run_stored(db, DialogueRequest(max_turns=4, max_tokens=32, first_speaker="A", **kw))  # type: ignore[arg-type]
-    return [n.content for n in reads.dialogue_path(db, reads.resolve_dialogue(db, dialogue_id))]
+    return [n.content for n in dialogue_path(db, resolve_dialogue(db, dialogue_id))]
 
 
 async def test_same_seed_gives_identical_dialogue(db: Database) -> None:

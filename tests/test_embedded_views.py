@@ -17,9 +17,11 @@ from clonechat.engine.dialogue import run_dialogue
 from clonechat.measures import MeasureOptions, PredictionOptions
 from clonechat.providers.base import ChatMessage, ChatRequest, GenerationParams
 from clonechat.providers.embedded import EmbeddedProvider, _Context, _View, find_smollm2_gguf
+from clonechat.read.dialogues import resolve_dialogue
+from clonechat.read.paths import dialogue_path
+from clonechat.read.sides import side_nodes
 from clonechat.registry import ProviderPool
 from clonechat.session import DialogueRequest, prepare_dialogue
-from clonechat.store import reads
 from clonechat.store.database import Database
 from clonechat.store.models import Node
 from clonechat.store.recorder import Recorder
@@ -58,8 +60,8 @@ async def run_all(db: Database, provider: EmbeddedProvider, seeds: Sequence[int]
         await pool.aclose()
     out: dict[int, list[Node]] = {}
     for seed, dialogue_id in ids.items():
-        dialogue = reads.resolve_dialogue(db, dialogue_id)
-        out[seed] = reads.dialogue_path(db, dialogue) + reads.side_nodes(db, dialogue_id)
+        dialogue = resolve_dialogue(db, dialogue_id)
+        out[seed] = dialogue_path(db, dialogue) + side_nodes(db, dialogue_id)
     return out
 
 

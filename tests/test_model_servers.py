@@ -19,9 +19,10 @@ import pytest
 from clonechat.engine.dialogue import run_dialogue
 from clonechat.providers.embedded import find_smollm2_gguf
 from clonechat.providers.llama_server import command as llama_server_command
+from clonechat.read.dialogues import dialogue_summaries, resolve_dialogue
+from clonechat.read.paths import dialogue_path
 from clonechat.registry import ModelSpec, ProviderPool, Registry, set_default_registry
 from clonechat.session import DialogueRequest, prepare_dialogue
-from clonechat.store import reads
 from clonechat.store.database import Database
 from clonechat.store.recorder import Recorder
 from clonechat.store.writer import open_writer
@@ -105,9 +106,9 @@ async def test_clone_dialogue_on_a_real_llama_cpp_server(
 ) -> None:
     use_models.models["srv"] = server_spec("srv", llama_server, stream=stream)
     dialogue_id = await run_and_store(db, DialogueRequest(model_a="srv", max_turns=4, max_tokens=24, seed=3))
-    dialogue = reads.resolve_dialogue(db, dialogue_id)
+    dialogue = resolve_dialogue(db, dialogue_id)
     assert dialogue.status == "completed", dialogue.error
-    turns = [n for n in reads.dialogue_path(db, dialogue) if n.kind == "turn"]
+    turns = [n for n in dialogue_path(db, dialogue) if n.kind == "turn"]
     assert [n.speaker for n in turns] == ["A", "B", "A", "B"]
     for node in turns:
         assert node.model == "srv"
@@ -121,12 +122,12 @@ async def test_clone_dialogue_on_a_real_llama_cpp_server(
 async def test_a_on_embedded_model_b_on_server(db: Database, llama_server: str, use_models: Registry) -> None:
     use_models.models["srv"] = server_spec("srv", llama_server)
     request = DialogueRequest(model_a="local", model_b="srv", max_turns=4, max_tokens=20, seed=1, first_speaker="A")
-    dialogue = reads.resolve_dialogue(db, await run_and_store(db, request))
+    dialogue = resolve_dialogue(db, await run_and_store(db, request))
     assert dialogue.status == "completed"
     assert (dialogue.model_a, dialogue.model_b) == ("local", "srv")
-    turns = [n for n in reads.dialogue_path(db, dialogue) if n.kind == "turn"]
+    turns = [n for n in dialogue_path(db, dialogue) if n.kind == "turn"]
     assert [n.model for n in turns] == ["SmolLM2-135M-Instruct-Q4_1", "srv"] * 2
-    [summary] = reads.list_dialogues(db)
+    [summary] = dialogue_summaries(db)
     assert summary.condition == "clone-aware:local+srv"
 
 
@@ -156,11 +157,11 @@ async def test_cut_stream_is_never_stored_and_persistent_errors_become_error_nod
             Stream(openai_events(["second"])),  # turn 2
         ] + [Stream(["data: {broken\n\n"])] * 200  # turn 3 never succeeds
         dialogue_id = await run_and_store(db, DialogueRequest(model_a="fake", max_turns=5, seed=1))
-    dialogue = reads.resolve_dialogue(db, dialogue_id)
+    dialogue = resolve_dialogue(db, dialogue_id)
     assert dialogue.status == "failed"
     assert dialogue.error is not None
     assert "malformed JSON" in dialogue.error
-    path = reads.dialogue_path(db, dialogue)
+    path = dialogue_path(db, dialogue)
     assert [n.content for n in path if n.kind == "turn"] == ["whole turn", "second"]
     with db.session() as session:
         rows = session.connection().exec_driver_sql("SELECT kind, error, content, turn_index FROM node").fetchall()

@@ -13,9 +13,11 @@ from clonechat.engine.dialogue import run_dialogue
 from clonechat.engine.events import fan_out
 from clonechat.errors import StoreError
 from clonechat.providers.scripted import ScriptedProvider
+from clonechat.read.dialogues import dialogue_summaries, prompt_text, resolve_dialogue
+from clonechat.read.paths import dialogue_path
 from clonechat.registry import ProviderPool
 from clonechat.session import DialogueRequest, load_dialogue, prepare_dialogue
-from clonechat.store import reads, writes
+from clonechat.store import writes
 from clonechat.store.database import Database
 from clonechat.store.recorder import Recorder
 from clonechat.store.writer import open_writer
@@ -36,18 +38,18 @@ async def test_dialogue_is_stored_and_read_back(db: Database) -> None:
         prepared = await prepare_dialogue(writer, DialogueRequest(model_a="scripted", max_turns=4, seed=3), pool)
         outcome = await run_dialogue(prepared.settings, prepared.agents, prepared.path, Recorder(writer))
 
-    dialogue = reads.resolve_dialogue(db, prepared.dialogue_id[:10])
+    dialogue = resolve_dialogue(db, prepared.dialogue_id[:10])
     assert dialogue.status == "completed"
     assert dialogue.stop_reason == "max_turns"
     assert dialogue.seed == 3
-    stored = reads.dialogue_path(db, dialogue)
+    stored = dialogue_path(db, dialogue)
     assert [n.kind for n in stored] == ["opening", "turn", "turn", "turn", "turn"]
     assert [n.content for n in stored] == [n.content for n in outcome.path]
     assert [n.id for n in stored] == [n.id for n in outcome.path]
     assert stored[1].model == "scripted"
     assert stored[1].completion_tokens is not None
-    assert "instance of yourself" in reads.prompt_text(db, dialogue.system_prompt_a)
-    [summary] = reads.list_dialogues(db)
+    assert "instance of yourself" in prompt_text(db, dialogue.system_prompt_a)
+    [summary] = dialogue_summaries(db)
     assert summary.turns == 4
     assert summary.condition == "clone-aware:scripted"
 
@@ -74,9 +76,9 @@ async def test_interrupted_dialogue_keeps_turns_and_resumes(db: Database) -> Non
         log = EventLog()
         with anyio.move_on_after(0.12):
             await run_dialogue(prepared.settings, prepared.agents, prepared.path, fan_out(Recorder(writer), log))
-    dialogue = reads.resolve_dialogue(db, prepared.dialogue_id)
+    dialogue = resolve_dialogue(db, prepared.dialogue_id)
     assert dialogue.status == "interrupted"
-    stored = reads.dialogue_path(db, dialogue)
+    stored = dialogue_path(db, dialogue)
     done = len(stored) - 1
     assert 1 <= done < 8
 
@@ -85,7 +87,7 @@ async def test_interrupted_dialogue_keeps_turns_and_resumes(db: Database) -> Non
     assert [n.id for n in resumed.path] == [n.id for n in stored]
     async with open_writer(db) as writer:
         await run_dialogue(resumed.settings, resumed.agents, resumed.path, Recorder(writer))
-    final = reads.dialogue_path(db, reads.resolve_dialogue(db, prepared.dialogue_id))
+    final = dialogue_path(db, resolve_dialogue(db, prepared.dialogue_id))
     assert [n.turn_index for n in final] == list(range(9))
     with sqlite3.connect(db.path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM node WHERE kind='turn'").fetchone() == (8,)
@@ -168,4 +170,4 @@ def test_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_missing_dialogue_and_ambiguous_prefix(db: Database) -> None:
     with pytest.raises(StoreError, match="no dialogue with id"):
-        reads.resolve_dialogue(db, "NOPE")
+        resolve_dialogue(db, "NOPE")

@@ -31,6 +31,8 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 from sqlalchemy import Connection
 
 from clonechat.engine.records import AgentName, NodeRecord, new_id, other
+from clonechat.read.dialogues import resolve_dialogue
+from clonechat.read.paths import node_record, path_to
 from clonechat.registry import ProviderPool
 from clonechat.session import (
     DialogueBlueprint,
@@ -40,7 +42,7 @@ from clonechat.session import (
     store_condition,
     store_dialogue,
 )
-from clonechat.store import reads, writes
+from clonechat.store import writes
 from clonechat.store.database import Database
 
 #: Characters that have bitten storage layers before: NUL, quotes, LIKE wildcards, line and
@@ -382,9 +384,9 @@ class StoreMachine(RuleBasedStateMachine):
     @invariant()
     def heads_and_paths_match_model(self) -> None:
         for dialogue in self.model.values():
-            row = reads.resolve_dialogue(self.db, dialogue.id)
+            row = resolve_dialogue(self.db, dialogue.id)
             assert row.head_node_id == dialogue.head
-            stored = [reads.node_record(n) for n in reads.path_to(self.db, dialogue.head)]
+            stored = [node_record(n) for n in path_to(self.db, dialogue.head)]
             # Ids and parents as well as (speaker, turn_index, content).
             assert essence(stored) == essence(dialogue.path())
 

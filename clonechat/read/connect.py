@@ -14,10 +14,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from clonechat.constants import BUSY_TIMEOUT_MS
+from clonechat.constants import BUSY_TIMEOUT_MS, SCHEMA_VERSION
 from clonechat.errors import NotFoundError, StoreError
 
 if TYPE_CHECKING:
@@ -29,18 +30,11 @@ _TABLES_SQL = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT 
 _VERSION_SQL = f"SELECT COALESCE(MAX(version), 0) FROM {_VERSION_TABLE}"
 
 
-def _schema_version() -> int:
-    # Imported on use: the migrations module loads SQLAlchemy, which ``clonechat query`` avoids.
-    from clonechat.store.migrations import SCHEMA_VERSION
-
-    return SCHEMA_VERSION
-
-
 def check_version(version: int, has_other_tables: bool, path: Path, *, upgrading: bool = False) -> int:
     """``version`` if this clonechat can use the file (0: no clonechat tables yet), else a
     StoreError that says what to do. A reader needs the current schema; the writer
     (``upgrading``) accepts any older one, because it is about to migrate it."""
-    current = _schema_version()
+    current = SCHEMA_VERSION
     if version == 0:
         if has_other_tables:
             raise StoreError(f"{path} is an SQLite database but not a clonechat one (it has other tables)")
@@ -52,7 +46,7 @@ def check_version(version: int, has_other_tables: bool, path: Path, *, upgrading
     if version < current and not upgrading:
         raise StoreError(
             f"{path} has schema version {version}, this clonechat reads {current}: "
-            f"run 'clonechat ls --db {path}' once to upgrade it"
+            f"run 'clonechat db upgrade --db {path}' once to upgrade it"
         )
     return version
 
@@ -64,6 +58,21 @@ def schema_state(conn: sqlite3.Connection) -> tuple[int, bool]:
     if _VERSION_TABLE not in tables:
         return 0, bool(tables)
     return int(conn.execute(_VERSION_SQL).fetchone()[0]), False
+
+
+def schema_state_of(path: Path) -> tuple[int, bool] | None:
+    """:func:`schema_state` of the file at ``path``, or ``None`` if it cannot be read as
+    SQLite; nothing is checked or changed."""
+    try:
+        conn = connect_readonly(path)
+    except sqlite3.Error:
+        return None
+    try:
+        return schema_state(conn)
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
 
 
 def readonly_uri(path: Path) -> str:
@@ -115,6 +124,30 @@ def open_sqlite(db_path: Path | str) -> sqlite3.Connection | None:
         conn.close()
         return None
     return conn
+
+
+def nothing_to_read(db_path: Path | str) -> StoreError:
+    """What a command that was asked about a particular database says when there is none: no
+    file, or one without clonechat's tables (the TUI shows an empty browser instead)."""
+    path = Path(db_path)
+    if not path.exists():
+        return StoreError(f"no database at {path}")
+    return StoreError(f"{path} has no clonechat tables yet: run something first")
+
+
+def existing_sqlite(db_path: Path | str) -> sqlite3.Connection:
+    """:func:`open_sqlite` on a database that must exist (the caller closes the connection)."""
+    conn = open_sqlite(db_path)
+    if conn is None:
+        raise nothing_to_read(db_path)
+    return conn
+
+
+def stored_time(value: str | datetime) -> datetime:
+    """A stored timestamp as an aware UTC datetime. Raw queries get SQLite's text (naive UTC,
+    as SQLAlchemy writes it); the engine's records carry aware UTC times, so readers return those."""
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 class Readable(Protocol):
@@ -182,6 +215,15 @@ def open_reader(db_path: Path | str) -> Iterator[Reader | None]:
         raise
     finally:
         reader.close()
+
+
+@contextmanager
+def open_existing(db_path: Path | str) -> Iterator[Reader]:
+    """:func:`open_reader` on a database that must exist (``show``, ``export``, ``query``...)."""
+    with open_reader(db_path) as reader:
+        if reader is None:
+            raise nothing_to_read(db_path)
+        yield reader
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from clonechat.errors import NotFoundError
-from clonechat.read.connect import Readable, connection
+from clonechat.read.connect import Readable, connection, stored_time
 
 if TYPE_CHECKING:
     from clonechat.store.models import Dialogue
@@ -36,10 +36,6 @@ class DialogueSummary:
     model_a: str
     model_b: str
     created_at: datetime
-
-
-def _datetime(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
 _SUMMARY_COLUMNS = (
@@ -108,7 +104,7 @@ def dialogue_summaries(
             turns=int(row[6]),
             model_a=row[7],
             model_b=row[8],
-            created_at=_datetime(row[9]),
+            created_at=stored_time(row[9]),
         )
         for row in rows
     ]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, text
 
+from clonechat import constants
 from clonechat.store import migration_steps as steps
 
 #: A step is SQL (statements run in order) or a function for what SQL cannot do (a backfill).
@@ -31,6 +32,11 @@ MIGRATIONS: list[tuple[str, Step]] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+if SCHEMA_VERSION != constants.SCHEMA_VERSION:
+    raise RuntimeError(
+        f"clonechat.constants.SCHEMA_VERSION is {constants.SCHEMA_VERSION} but there are {SCHEMA_VERSION} "
+        "migration steps: set it to the number of steps"
+    )
 
 
 def statements(script: str) -> list[str]:

@@ -31,14 +31,16 @@ VIEW_DOCS: dict[str, str] = {
         "definition of which version counts, and the report, the TUI and the other views use it."
     ),
     "v_prediction": (
-        "One row per prediction and scorer, at the scorer version in force (`v_score`): who predicted (`variant` partner/self/cross, "
-        "`predictor`, `predictor_model`), the turn predicted, both texts, the score against the actual "
-        "message (`value`) and against the shuffled control of the same version (`shuffled_value`). Unscored predictions "
-        "appear once with `scorer` NULL."
+        "One row per prediction and scorer, at the scorer version in force (`v_score`): who "
+        "predicted (`variant` partner/self/cross, `predictor`, `predictor_model`), the turn "
+        "predicted, both texts, the score against the actual message (`value`) and against the "
+        "shuffled control of the same version (`shuffled_value`). Unscored predictions appear once "
+        "with `scorer` NULL."
     ),
     "v_coordination": (
         "One row per dialogue and coordination question (`task`, `phase` before/after): both agents' "
-        "raw answers, the answers as the task reads them (the `answer` scores in force, filled in by scoring: `clonechat score`, or "
-        "the end of a batch), and `matched` (1, 0, or NULL before scoring)."
+        "raw answers, the answers as the task reads them (the `answer` scores in force, filled in "
+        "by scoring: `clonechat score`, or the end of a batch), and `matched` (1, 0, or NULL "
+        "before scoring)."
     ),
 }

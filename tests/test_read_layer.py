@@ -1,0 +1,108 @@
+"""The read layer's definitions hold everywhere they are shown.
+
+A forked dialogue has more turn nodes than turns in its current conversation. ``clonechat ls``,
+the TUI browser, the ``v_dialogue`` view and the report must all give the same number: the
+head's turn index (``clonechat.read.dialogues``). Built with the real writer, the scripted model
+and a real fork; read back through the CLI as a subprocess, the TUI with Pilot, raw SQL and
+the report's own loader.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import anyio
+import pytest
+from textual.widgets import DataTable
+
+from clonechat.analysis.load import load_report_data
+from clonechat.branching import fork_with_edit
+from clonechat.read.connect import open_reader
+from clonechat.read.sides import anchor, group_by_anchor
+from clonechat.session import DialogueRequest
+from clonechat.store.database import Database
+from clonechat.tui.live import LiveDialogue, UiEvent
+from tests.test_tui_browser import SIZE, RecordingApp, settle
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Textual runs on asyncio only."""
+    return "asyncio"
+
+
+async def _ignore(_event: UiEvent) -> None:
+    pass
+
+
+async def forked_dialogue(db: Database) -> str:
+    """Six turns, then a fork of turn 2 continued to the end: the head is the fork's turn 6
+    (6 turns in the current conversation) while 6 + 5 = 11 turn nodes are stored."""
+    live = LiveDialogue(db, _ignore)
+    outcome = await live.start(DialogueRequest(model_a="scripted", max_turns=6, seed=3))
+    assert live.dialogue_id is not None
+    second = list(outcome.path)[2]
+    edit = await fork_with_edit(db, second.id, "An edited second turn.")
+    resumed = await LiveDialogue(db, _ignore).resume(live.dialogue_id, leaf_id=edit.id)
+    assert [n.turn_index for n in resumed.path] == [0, 1, 2, 3, 4, 5, 6]
+    return live.dialogue_id
+
+
+def sql_rows(db_path: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
+    with closing(sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+        return list(conn.execute(sql, params).fetchall())
+
+
+def ls_listing(db_path: Path) -> str:
+    """``clonechat ls`` as a user runs it (a subprocess), its table as printed."""
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    command = [sys.executable, "-m", "clonechat", "ls", "--db", str(db_path)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=True).stdout
+
+
+async def test_ls_browser_view_and_report_agree_on_a_forked_dialogues_turns(db: Database, db_path: Path) -> None:
+    dialogue_id = await forked_dialogue(db)
+    db.close()
+    assert sql_rows(db_path, "SELECT count(*) FROM node WHERE dialogue_id = ? AND kind = 'turn'", dialogue_id) == [
+        (11,)
+    ]
+
+    (view_turns,) = sql_rows(db_path, "SELECT turns FROM v_dialogue WHERE dialogue_id = ?", dialogue_id)[0]
+
+    listing = await anyio.to_thread.run_sync(ls_listing, db_path)
+    header = next(line for line in listing.splitlines() if " turns " in line)
+    row = next(line for line in listing.splitlines() if dialogue_id in line)
+    ls_turns = int(row[header.index(" turns ") :].split()[0])
+
+    app = RecordingApp(db_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await settle(pilot)
+        table = screen.query_one("#dialogues", DataTable)
+        browser_turns = int(str(table.get_row_at(0)[5]))
+
+    with open_reader(db_path) as reader:
+        assert reader is not None
+        (condition,) = load_report_data(reader, "adhoc").conditions
+    report_turns = condition.turns
+
+    assert (view_turns, ls_turns, browser_turns, report_turns) == (6, 6, 6, 6)
+
+
+def test_a_prediction_sits_with_the_turn_it_predicts_and_other_side_answers_with_their_parent() -> None:
+    assert anchor("prediction", "P", "T") == "T"
+    assert anchor("coordination", "P", None) == "P"
+    assert anchor("report", "P", "T") == "P"
+
+    class Side:
+        def __init__(self, kind: str, parent_id: str, target_node_id: str | None) -> None:
+            self.kind, self.parent_id, self.target_node_id = kind, parent_id, target_node_id
+
+    first, second, third = Side("prediction", "1", "2"), Side("report", "2", None), Side("prediction", "1", "2")
+    assert group_by_anchor([first, second, third]) == {"2": [first, second, third]}
