@@ -28,7 +28,7 @@ SQL_HOMES = ("store", "read")
 #: SQL keywords as clonechat writes SQL (upper case). ``git grep -c -E`` with this pattern
 #: outside the SQL homes prints nothing.
 SQL_PATTERN = re.compile(
-    r"\b(SELECT|INSERT INTO|DELETE FROM|UPDATE \w+ SET|PRAGMA|WITH RECURSIVE|JOIN|BEGIN IMMEDIATE|"
+    r"\b(SELECT|INSERT|UPDATE|DELETE|PRAGMA|WITH RECURSIVE|JOIN|WHERE|BEGIN IMMEDIATE|"
     r"CREATE (TABLE|VIEW|INDEX|TRIGGER|VIRTUAL TABLE)|DROP (TABLE|VIEW))\b"
 )
 #: Names that run SQL or build it: a call to one of these outside the SQL homes is a leak.

@@ -122,7 +122,7 @@ def query(
     ] = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Run SQL on the run database, read-only: a write (INSERT, UPDATE, DELETE, DROP, ATTACH, ...)
+    """Run SQL on the run database, read-only: any write (insert, update, delete, drop, attach, ...
     is refused and the file is left exactly as it was. Tables and views: docs/schema.md."""
     from clonechat.read import console
 
