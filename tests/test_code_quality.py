@@ -33,7 +33,7 @@ def test_core_never_imports_textual() -> None:
     read_modules = ", ".join(f"clonechat.read.{p.stem}" for p in sorted((ROOT / "clonechat" / "read").glob("*.py")))
     code = (
         f"import sys, clonechat.engine.dialogue, clonechat.store.writer, {read_modules}, "
-        "clonechat.providers.embedded, clonechat.session, clonechat.query.sql, clonechat.query.search, "
+        "clonechat.providers.embedded, clonechat.session, clonechat.query.search, "
         "clonechat.query.keywords, clonechat.query.export, clonechat.query.frames, clonechat.store.schema_doc; "
         "sys.exit(1 if any(m == 'textual' or m.startswith('textual.') for m in sys.modules) else 0)"
     )

@@ -19,10 +19,13 @@ from pathlib import Path
 import anyio
 import pytest
 from textual.widgets import DataTable
+from typer.testing import CliRunner
 
 from clonechat.analysis.load import load_report_data
 from clonechat.branching import fork_with_edit
+from clonechat.cli.app import app as cli_app
 from clonechat.read.connect import open_reader
+from clonechat.read.export_rows import experiment_tables
 from clonechat.read.sides import anchor, group_by_anchor
 from clonechat.session import DialogueRequest
 from clonechat.store.database import Database
@@ -106,3 +109,34 @@ def test_a_prediction_sits_with_the_turn_it_predicts_and_other_side_answers_with
 
     first, second, third = Side("prediction", "1", "2"), Side("report", "2", None), Side("prediction", "1", "2")
     assert group_by_anchor([first, second, third]) == {"2": [first, second, third]}
+
+
+def test_an_export_holds_only_the_prompts_its_own_experiment_refers_to(tmp_path: Path) -> None:
+    """Another experiment's prediction prompts (hashes in its dialogues' settings) stay out."""
+    db_path = tmp_path / "runs.db"
+    plain = (
+        'name = "plain"\nreplicates = 1\nmax_turns = 2\nmodel_a = "scripted"\n[[conditions]]\ntemplate = "no-frame"\n'
+    )
+    predicting = plain.replace('"plain"', '"predicting"') + "[prediction]\nself_predict = true\n"
+    for name, spec in (("plain", plain), ("predicting", predicting)):
+        (tmp_path / f"{name}.toml").write_text(spec)
+        result = CliRunner().invoke(cli_app, ["batch", str(tmp_path / f"{name}.toml"), "--db", str(db_path)])
+        assert result.exit_code == 0, result.output
+    with open_reader(db_path) as reader:
+        assert reader is not None
+        plain_prompts = experiment_tables(reader, "plain")["prompt"]
+        predicting_prompts = experiment_tables(reader, "predicting")["prompt"]
+    columns, rows = plain_prompts
+    exported = {row[columns.index("hash")] for row in rows}
+    referenced = {
+        str(h)
+        for (h,) in sql_rows(
+            db_path,
+            "SELECT system_prompt_a FROM dialogue UNION SELECT system_prompt_b FROM dialogue "
+            "UNION SELECT opening_prompt FROM dialogue",
+        )
+    }
+    prediction_only = {row[0] for row in predicting_prompts[1]} - referenced
+    assert prediction_only, "the predicting experiment stores prediction prompts of its own"
+    assert not exported & prediction_only
+    assert exported <= referenced

@@ -86,5 +86,5 @@ def load_report_data(db: Readable, experiment: str, library: PromptLibrary | Non
 
 
 def experiment_id(db: Readable, name: str) -> str:
-    """The id of the experiment called ``name``; a NotFoundError pointing at ``clonechat ls``."""
+    """The id of the experiment called ``name``; a NotFoundError naming the known ones if none."""
     return require_experiment(db, name).id

@@ -3,11 +3,11 @@
 Importing this module declares the commands and nothing more: typer needs only their options
 at import time, so every command imports what it runs inside its own function. ``--help`` then
 starts without SQLAlchemy, SQLModel, the engine, the session, the providers or anyio, and
-``query`` without all but SQLAlchemy (which the store's schema check still imports)
-(``tests/test_cli_startup.py`` holds that; ``benchmarks/startup.py`` times it). Defaults the
-options show come from :mod:`clonechat.constants`, which imports nothing heavy. Display
-commands read through :mod:`clonechat.read` and never open the database for writing (``ls``
-upgrades an older one, and only then).
+``query`` without any of them either (``tests/test_cli_startup.py`` holds that;
+``benchmarks/startup.py`` times it). Defaults the options show come from
+:mod:`clonechat.constants`, which imports nothing heavy. Display commands (``ls``, ``show``,
+``query``, ``search``, ``keywords``, ``export``) read through :mod:`clonechat.read` and never
+open the database for writing; ``db upgrade`` upgrades an older one.
 """
 
 from __future__ import annotations

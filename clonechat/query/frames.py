@@ -63,7 +63,8 @@ class RunDB:
 
     @property
     def predictions(self) -> pd.DataFrame:
-        """``v_prediction``: one row per prediction and scorer version, with the shuffled control beside it."""
+        """``v_prediction``: one row per prediction and scorer (the version in force, ``v_score``),
+        with the shuffled control of that version beside it."""
         return self._frame(frame_rows(self._conn, "predictions"))
 
     @property

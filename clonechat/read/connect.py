@@ -1,6 +1,6 @@
 """Opening a run database to read it: one connection factory, one schema check.
 
-Viewers (``ls``, ``show``, the TUI, ``query``/``search``/``export``, ``report``, ``open_run_db``)
+Viewers (``ls``, ``show``, the TUI's browser and viewer, ``query``/``search``/``export``, ``open_run_db``)
 open the file with ``mode=ro`` and ``PRAGMA query_only``: nothing they do can write to it, they
 never create a database that is not there, and they never migrate (``Database.open`` would, in
 an ``IMMEDIATE`` transaction that queues behind a running batch and upgrades a file the user
@@ -23,7 +23,6 @@ from clonechat.errors import NotFoundError, StoreError
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
-    from sqlmodel import Session
 
 _VERSION_TABLE = "clonechat_migrations"
 _TABLES_SQL = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
@@ -171,24 +170,25 @@ class Reader:
     def reader_engine(self) -> Engine:
         return self._engine
 
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        from sqlmodel import Session
-
-        with Session(self._engine) as session:
-            yield session
-
     def close(self) -> None:
         self._engine.dispose()
 
 
 def reader_engine(path: Path) -> Engine:
     """A SQLAlchemy engine whose connections come from :func:`connect_readonly` (one per use:
-    safe across the TUI's worker threads, never held while a batch writes)."""
-    from sqlalchemy import create_engine
+    safe across the TUI's worker threads, never held while a batch writes). Each connection's
+    statements run in one deferred read transaction, as on the writer's ``Database`` reader: a
+    read of several statements sees one snapshot, whichever :class:`Readable` it is given."""
+    from sqlalchemy import create_engine, event
     from sqlalchemy.pool import NullPool
 
-    return create_engine("sqlite://", creator=lambda: connect_readonly(path), poolclass=NullPool)
+    engine = create_engine("sqlite://", creator=lambda: connect_readonly(path), poolclass=NullPool)
+
+    @event.listens_for(engine, "begin")
+    def _snapshot(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    return engine
 
 
 @contextmanager

@@ -51,7 +51,6 @@ def dialogue_summaries(
     condition: str | None = None,
     status: str | None = None,
     text: str | None = None,
-    ids: list[str] | None = None,
     limit: int | None = 50,
 ) -> list[DialogueSummary]:
     """Dialogues matching every given filter, newest first, at most ``limit`` (``None``: all).
@@ -73,10 +72,6 @@ def dialogue_summaries(
             "WHERE c.experiment_id = :experiment_id)"
         )
         params["experiment_id"] = experiment_id
-    if ids is not None:
-        names = [f":id{i}" for i in range(len(ids))]
-        where.append(f"v.dialogue_id IN ({', '.join(names) or 'NULL'})")
-        params |= {f"id{i}": value for i, value in enumerate(ids)}
     if text is not None and text.strip():
         needle = text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         where.append(

@@ -80,7 +80,8 @@ class ConditionCounts:
 
 
 def experiment_counts(db: Readable, experiment_id: str) -> dict[str, ConditionCounts]:
-    """Per condition: how many dialogues, how many turns stored, dialogues by status."""
+    """Per condition: how many dialogues, how many turns (of each dialogue's current
+    conversation, as every screen counts them), dialogues by status."""
     counts: dict[str, ConditionCounts] = {}
     for row in dialogue_summaries(db, experiment_id=experiment_id, limit=None):
         entry = counts.setdefault(row.condition, ConditionCounts(0, 0, {}))

@@ -25,8 +25,8 @@ ROWS = {
     # Prompts the experiment's dialogues, conditions and forks refer to (by hash, in a column or
     # inside their settings).
     "prompt": f"""SELECT p.* FROM prompt p WHERE
-        EXISTS (SELECT 1 FROM dialogue d WHERE d.id IN ({_DIALOGUES}) AND p.hash IN
-                (d.system_prompt_a, d.system_prompt_b, d.opening_prompt) OR instr(d.settings, p.hash))
+        EXISTS (SELECT 1 FROM dialogue d WHERE d.id IN ({_DIALOGUES}) AND (p.hash IN
+                (d.system_prompt_a, d.system_prompt_b, d.opening_prompt) OR instr(d.settings, p.hash)))
         OR EXISTS (SELECT 1 FROM condition c WHERE c.experiment_id = :e AND instr(c.settings, p.hash))
         OR EXISTS (SELECT 1 FROM node n WHERE n.dialogue_id IN ({_DIALOGUES}) AND n.model = 'researcher-edit'
                    AND instr(n.params, p.hash))
@@ -35,15 +35,16 @@ ROWS = {
 
 
 def experiment_tables(db: Readable, name: str) -> dict[str, Rows]:
-    """Every table's rows for the experiment called ``name`` (a NotFoundError naming the known ones if none),
-    read in one transaction: a batch committing meanwhile cannot make the tables disagree (a
-    score whose node was not read)."""
+    """Every table's rows for the experiment called ``name`` (a NotFoundError naming the known
+    ones if none), read in one transaction: a batch committing meanwhile cannot make the tables
+    disagree (a score whose node was not read)."""
     from sqlalchemy import text
 
     experiment_id = require_experiment(db, name).id
     tables: dict[str, Rows] = {}
     with connection(db) as conn:
-        conn.exec_driver_sql("BEGIN")  # ended by the connection's rollback on close
+        # One read transaction (every reader connection begins one, see read.connect): a
+        # batch committing meanwhile cannot make the tables disagree.
         for table in TABLES:
             result = conn.execute(text(ROWS[table]), {"e": experiment_id})
             tables[table] = (list(result.keys()), [tuple(row) for row in result])

@@ -28,15 +28,17 @@ WALK_COLUMNS = frozenset({"id", "parent_id", "kind", "turn_index", "speaker", "c
 #: No path is deeper than this; "walk to the root".
 WHOLE_PATH = 2**62
 
+#: ``{names}`` are the walked columns' names in the CTE, ``{first}`` the start node's columns and
+#: ``{step}`` each parent's: the columns ride along in the recursion, so no node is looked up twice.
 _ANCESTORS = """
-WITH RECURSIVE ancestry(id, parent_id, depth) AS (
-    SELECT id, parent_id, 0 FROM node WHERE id = :start
+WITH RECURSIVE ancestry(depth, parent, {names}) AS (
+    SELECT 0, parent_id, {first} FROM node WHERE id = :start
     UNION ALL
-    SELECT node.id, node.parent_id, ancestry.depth + 1
-    FROM node JOIN ancestry ON node.id = ancestry.parent_id
+    SELECT ancestry.depth + 1, node.parent_id, {step}
+    FROM node JOIN ancestry ON node.id = ancestry.parent
     WHERE ancestry.depth + 1 < :count
 )
-SELECT {columns} FROM ancestry JOIN node n ON n.id = ancestry.id ORDER BY ancestry.depth
+SELECT {names} FROM ancestry ORDER BY depth
 """
 
 
@@ -52,7 +54,13 @@ def ancestors(
     unknown = set(columns) - WALK_COLUMNS
     if unknown:
         raise ValueError(f"not a walkable node column: {', '.join(sorted(unknown))}")
-    query = text(_ANCESTORS.format(columns=", ".join(f"n.{c}" for c in columns)))
+    query = text(
+        _ANCESTORS.format(
+            names=", ".join(f"walked_{c}" for c in columns),
+            first=", ".join(columns),
+            step=", ".join(f"node.{c}" for c in columns),
+        )
+    )
     return [tuple(row) for row in conn.execute(query, {"start": start, "count": count})]
 
 

@@ -2,9 +2,10 @@
 
 No agent saw a side node (they are leaves off the conversation, blinded), but a reader wants
 each beside the turn it belongs to. :func:`anchor` is the one rule for that: a prediction sits
-with the turn it predicts (shown *before* it: it was made before the turn was written), every
-other side answer with the conversation node it followed. ``show``, the Markdown export and the
-TUI's dialogue screen all group with :func:`group_by_anchor`.
+with the turn it predicts, every other side answer with the conversation node it followed.
+``show`` (after the turn), the Markdown export (a prediction before its turn: it was made
+before the turn was written) and the TUI's dialogue screen (its side panel) all group with
+:func:`group_by_anchor`.
 """
 
 from __future__ import annotations

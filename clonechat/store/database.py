@@ -38,8 +38,8 @@ def default_db_path() -> Path:
     return Path(env) if env else DEFAULT_DB
 
 
-def _make_engine(path: Path, *, immediate: bool, readonly: bool = False) -> Engine:
-    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+def _make_engine(path: Path, *, immediate: bool) -> Engine:
+    uri = f"file:{path}"
     engine = create_engine(
         "sqlite://",
         creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000),
@@ -56,9 +56,8 @@ def _make_engine(path: Path, *, immediate: bool, readonly: bool = False) -> Engi
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        if not readonly:
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -143,4 +142,4 @@ class Database:
 def _check_is_clonechat(conn: Connection, path: Path) -> None:
     from clonechat.read.connect import check_version
 
-    check_version(migrations.current_version(conn), bool(migrations.user_tables(conn)), path, upgrading=True)
+    check_version(*migrations.schema_of(conn), path, upgrading=True)

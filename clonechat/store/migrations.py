@@ -16,6 +16,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection, text
 
 from clonechat import constants
+from clonechat.read.connect import schema_state
 from clonechat.store import migration_steps as steps
 
 #: A step is SQL (statements run in order) or a function for what SQL cannot do (a backfill).
@@ -57,18 +58,17 @@ def statements(script: str) -> list[str]:
 _VERSION_TABLE = "clonechat_migrations"
 
 
+def schema_of(conn: Connection) -> tuple[int, bool]:
+    """The schema version of the database ``conn`` is on and whether it has other tables, read
+    the one way readers read it (:func:`clonechat.read.connect.schema_state`), inside the
+    caller's transaction."""
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, sqlite3.Connection)
+    return schema_state(raw)
+
+
 def current_version(conn: Connection) -> int:
-    exists = conn.execute(
-        text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"), {"name": _VERSION_TABLE}
-    ).first()
-    if exists is None:
-        return 0
-    return int(conn.execute(text(f"SELECT COALESCE(MAX(version), 0) FROM {_VERSION_TABLE}")).scalar_one())
-
-
-def user_tables(conn: Connection) -> list[str]:
-    rows = conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"))
-    return [str(row[0]) for row in rows]
+    return schema_of(conn)[0]
 
 
 def migrate(conn: Connection, target: int = SCHEMA_VERSION) -> list[int]:

@@ -28,7 +28,9 @@ VIEW_DOCS: dict[str, str] = {
     "v_score": (
         "The scores in force: for each scored node and scorer, the row stored last (by `created_at`, "
         "then `id`). Re-scoring with a changed scorer adds rows to `score`; this view is the one "
-        "definition of which version counts, and the report, the TUI and the other views use it."
+        "definition of which version counts, and the report, the TUI and the other views use it. "
+        "Scoring never stores a version twice, so re-running a scorer whose version is already "
+        "stored does not bring it back into force: rescore with a new version instead."
     ),
     "v_prediction": (
         "One row per prediction and scorer, at the scorer version in force (`v_score`): who "

@@ -23,8 +23,8 @@ from clonechat.analysis.data import ReportData
 from clonechat.analysis.load import experiment_id, load_report_data
 from clonechat.analysis.report_tables import PHASE_ORDER, condition_order, ordered
 from clonechat.analysis.stats import chance_match_rate
-from clonechat.errors import NotFoundError, StoreError
-from clonechat.read.connect import Readable, open_reader
+from clonechat.errors import NotFoundError
+from clonechat.read.connect import Readable, open_existing
 from clonechat.read.dialogues import experiment_of
 from clonechat.read.scores import prediction_count
 from clonechat.scoring.runner import SHUFFLED_SUFFIX
@@ -95,9 +95,7 @@ def order_scorers(names: Iterable[str]) -> tuple[str, ...]:
 @contextmanager
 def _database(db_path: Path | str) -> Iterator[Readable]:
     """The database opened read-only, as the browser opens it; here a missing one is an error."""
-    with open_reader(db_path) as db:
-        if db is None:
-            raise StoreError(f"no clonechat runs at {db_path}")
+    with open_existing(db_path) as db:
         yield db
 
 

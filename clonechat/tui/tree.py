@@ -100,7 +100,7 @@ class DialogueTree(TreeNavigation):
         yet, and adding a node twice is harmless."""
         if node.id in self._nodes:
             return
-        if node.created_at.tzinfo is not None:  # SQLite hands back naive UTC; the engine, aware
+        if node.created_at.tzinfo is not None:  # ORM rows are naive UTC; the read layer and engine, aware
             node = replace(node, created_at=node.created_at.astimezone(UTC).replace(tzinfo=None))
         self._nodes[node.id] = node
         siblings = self._children.setdefault(node.parent_id, [])

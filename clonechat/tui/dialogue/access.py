@@ -4,7 +4,7 @@ Looking at a stored dialogue must leave the file exactly as it was: it is read t
 :class:`~clonechat.read.connect.Reader` (``mode=ro``, no migration, no ``IMMEDIATE``
 transaction queued behind a running batch). The writer :class:`Database` is opened the first
 time the researcher runs, continues or forks a dialogue, and from then on also serves the
-reads (it reads through its own read-only engine, so a part that kept the reader is not wrong).
+reads (its reader engine sees the same committed data, so a part that kept the reader is not wrong).
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from pathlib import Path
 
-from clonechat.errors import NotFoundError
-from clonechat.read.connect import Readable, Reader, open_reader
+from clonechat.read.connect import Readable, Reader, open_existing
 from clonechat.store.database import Database
 
 
@@ -29,14 +28,11 @@ class DatabaseAccess:
     @property
     def reading(self) -> Readable:
         """What the screen reads from: the writer if one is open, else the read-only reader
-        (opened on first use; a NotFoundError if there is no database yet)."""
+        (opened on first use; a StoreError if there is no database yet)."""
         if self._writer is not None:
             return self._writer
         if self._reader is None:
-            reader = self._stack.enter_context(open_reader(self.path))
-            if reader is None:
-                raise NotFoundError(f"no clonechat database at {self.path}")
-            self._reader = reader
+            self._reader = self._stack.enter_context(open_existing(self.path))
         return self._reader
 
     @property

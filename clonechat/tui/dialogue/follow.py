@@ -13,6 +13,7 @@ from pathlib import Path
 from textual.widget import Widget
 
 from clonechat.engine.records import NodeRecord
+from clonechat.read.sides import anchor
 from clonechat.tui.dialogue.messages import PredictionsScored, StatusChanged, TurnLanded
 from clonechat.tui.feed import DatabaseFeed
 from clonechat.tui.live import score_predictions
@@ -45,8 +46,8 @@ class BatchFollow(Widget):
         try:
             async for update in feed.watch(WATCH_INTERVAL):
                 for node in update.nodes:
-                    if node.kind == "prediction" and node.target_node_id:
-                        pending.setdefault(node.target_node_id, []).append(node)
+                    if node.kind == "prediction" and (turn := anchor(node.kind, node.parent_id, node.target_node_id)):
+                        pending.setdefault(turn, []).append(node)
                     elif node.kind in ("opening", "turn"):
                         turns[node.id] = node
                         self.post_message(TurnLanded(node, live=False))
