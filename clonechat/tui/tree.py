@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from clonechat.errors import NotFoundError
 from clonechat.read import tree as stored
 from clonechat.read.connect import Readable
+from clonechat.read.paths import path_in
 from clonechat.read.tree import TreeNode
 
 __all__ = ["DialogueTree", "StoredTree", "TreeNavigation", "TreeNode"]
@@ -140,12 +141,9 @@ class DialogueTree(TreeNavigation):
         return sum(1 for node_id in self._nodes if not self._children.get(node_id))
 
     def path_to(self, node_id: str) -> list[str]:
-        """The ids from the opening to ``node_id``, opening first."""
-        path = [self.node(node_id).id]
-        while (parent := self._nodes[path[-1]].parent_id) is not None and parent in self._nodes:
-            path.append(parent)
-        path.reverse()
-        return path
+        """The ids from the opening to ``node_id``, opening first (the read layer's walk over
+        the loaded nodes)."""
+        return path_in({i: n.parent_id for i, n in self._nodes.items()}, self.node(node_id).id)
 
 
 class StoredTree(TreeNavigation):
