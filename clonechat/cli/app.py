@@ -267,8 +267,9 @@ def score(
     models_file: ModelsFileOption = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Score the predictions of a stored experiment. Adds score rows; never touches turns;
-    re-running skips what is already scored."""
+    """Score the predictions of a stored experiment.
+
+    Adds score rows; never touches turns; re-running skips what is already scored."""
     from clonechat.cli.analysis import score_command, scorer_descriptions
 
     def go() -> int:
@@ -292,8 +293,9 @@ def report(
     ] = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Write the experiment's report: Markdown and PNG plots, every figure with n, a 95%
-    bootstrap CI, its chance baseline and its control."""
+    """Write the experiment's report: Markdown and PNG plots.
+
+    Every figure comes with n, a 95% bootstrap CI, its chance baseline and its control."""
     from clonechat.cli.analysis import report_command
 
     raise typer.Exit(report_errors(lambda: report_command(db, experiment, out)))
@@ -357,8 +359,10 @@ def list_dialogues(
     limit: Annotated[int, typer.Option(help="Show at most this many, newest first.")] = 50,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """List stored dialogues, newest first (turns: those of each dialogue's current
-    conversation). Only reads: the file is never written, created or migrated."""
+    """List stored dialogues, newest first.
+
+    Turns are those of each dialogue's current conversation. Only reads: the file is never
+    written, created or migrated."""
     from clonechat.read.connect import nothing_to_read, open_reader
     from clonechat.read.dialogues import dialogue_summaries
 
@@ -398,9 +402,10 @@ app.add_typer(db_app, name="db")
 
 @db_app.command("upgrade")
 def upgrade_database(db: DbOption = DEFAULT_DB) -> None:
-    """Upgrade a database made by an older clonechat to this clonechat's schema, in one
-    transaction. The display commands (ls, show, query, the TUI...) only read, so they refuse
-    an older schema and point here; run, batch and score upgrade as they open it to write."""
+    """Upgrade a database made by an older clonechat to this one's schema.
+
+    One transaction. The display commands (ls, show, query, the TUI...) only read, so they
+    refuse an older schema and point here; run, batch and score upgrade as they open it to write."""
 
     def go() -> None:
         from clonechat.read.connect import nothing_to_read, schema_state_of
@@ -429,7 +434,8 @@ def show(
     prompts: Annotated[bool, typer.Option("--prompts", help="Also print both agents' system prompts.")] = False,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Print one dialogue from the database: a path through its tree, with per-turn metadata.
+    """Print one dialogue: a path through its tree, with per-turn metadata.
+
     Only reads: the file is left exactly as it was."""
     from clonechat.cli.console import SPEAKER_STYLE
     from clonechat.read.connect import open_existing

@@ -122,8 +122,10 @@ def query(
     ] = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Run SQL on the run database, read-only: any write (insert, update, delete, drop, attach, ...
-    is refused and the file is left exactly as it was. Tables and views: docs/schema.md."""
+    """Run SQL on the run database, read-only.
+
+    Any write (insert, update, delete, drop, attach, ...) is refused and the file is left
+    exactly as it was. Tables and views: docs/schema.md."""
     from clonechat.read import console
 
     def go() -> None:
@@ -185,8 +187,9 @@ def keywords(
     fmt: FormatOption = OutputFormat.table,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """How often each dialogue's conversation uses each keyword: turns, turns mentioning it,
-    occurrences, per 1,000 words (case-insensitive substring count)."""
+    """How often each dialogue's conversation uses each keyword.
+
+    Turns, turns mentioning it, occurrences, per 1,000 words (case-insensitive substring count)."""
     from clonechat.query.keywords import DEFAULT_KEYWORDS, keyword_rates
     from clonechat.read.console import read_only
 
@@ -212,8 +215,10 @@ def export(
     out: Annotated[Path | None, typer.Option(help="Folder to write into (default runs/exports/EXPERIMENT).")] = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Export everything stored about an experiment: JSONL (a dialogue per line), CSV or Parquet
-    (a file per table, rows as stored), or Markdown transcripts."""
+    """Export everything stored about an experiment.
+
+    JSONL (a dialogue per line), CSV or Parquet (a file per table, rows as stored), or Markdown
+    transcripts."""
     from clonechat.query.export import export as write_export
     from clonechat.read.connect import open_existing
 
