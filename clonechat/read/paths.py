@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from clonechat.engine.records import NodeRecord
 from clonechat.errors import NotFoundError
-from clonechat.read.connect import Readable, connection
+from clonechat.read.connect import Readable, connection, stored_time
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -112,7 +112,9 @@ def dialogue_path(db: Readable, dialogue: Dialogue) -> list[Node]:
 
 
 def node_record(node: Node) -> NodeRecord:
-    """A stored node as the engine's record (for resuming, branching and display)."""
+    """A stored node as the engine's record (for resuming, branching and display), its time
+    aware UTC like the engine's own records and the live feed's (SQLite hands back naive UTC)."""
     values = {f.name: getattr(node, f.name) for f in fields(NodeRecord)}
     values["params"] = dict(node.params)
+    values["created_at"] = stored_time(node.created_at)
     return NodeRecord(**values)
