@@ -24,7 +24,8 @@ from typer.testing import CliRunner
 from clonechat.analysis.load import load_report_data
 from clonechat.branching import fork_with_edit
 from clonechat.cli.app import app as cli_app
-from clonechat.read.connect import open_reader
+from clonechat.read.connect import open_reader, snapshot
+from clonechat.read.dialogues import dialogue_summaries
 from clonechat.read.export_rows import experiment_tables
 from clonechat.read.sides import anchor, group_by_anchor
 from clonechat.session import DialogueRequest
@@ -140,3 +141,23 @@ def test_an_export_holds_only_the_prompts_its_own_experiment_refers_to(tmp_path:
     assert prediction_only, "the predicting experiment stores prediction prompts of its own"
     assert not exported & prediction_only
     assert exported <= referenced
+
+
+async def test_a_snapshot_reads_one_moment_while_another_process_writes(db: Database, db_path: Path) -> None:
+    """Every read function given a snapshot sees the database as at its first read, so a report
+    written during a batch never mixes moments; outside it, the newest data."""
+    await forked_dialogue(db)
+    with open_reader(db_path) as reader:
+        assert reader is not None
+        with snapshot(reader) as moment:
+            before = dialogue_summaries(moment, limit=None)
+            assert len(before) == 1
+            # The writer commits a second dialogue while the snapshot is open.
+            await forked_dialogue(db)
+            assert dialogue_summaries(moment, limit=None) == before
+            assert len(load_report_data(moment, "adhoc").conditions) == 1
+            (condition,) = load_report_data(moment, "adhoc").conditions
+            assert condition.dialogues == 1
+        assert len(dialogue_summaries(reader, limit=None)) == 2
+        (condition,) = load_report_data(reader, "adhoc").conditions
+        assert condition.dialogues == 2

@@ -14,7 +14,7 @@ import tomllib
 
 from clonechat.analysis.data import ConditionInfo, CoordinationPair, PredictionScore, ReportBack, ReportData
 from clonechat.prompts import PromptLibrary
-from clonechat.read.connect import Readable
+from clonechat.read.connect import Readable, snapshot
 from clonechat.read.experiments import conditions, experiment_counts, require_experiment
 from clonechat.read.scores import predictions_in_force
 from clonechat.read.sides import experiment_sides
@@ -71,18 +71,19 @@ def load_report_data(db: Readable, experiment: str, library: PromptLibrary | Non
     """Everything the report (and the TUI's scores screen) shows of one experiment. Only reads:
     pass a read-only :class:`~clonechat.read.connect.Reader`, or the writer's database in a
     command that has just scored."""
-    found = require_experiment(db, experiment)
-    coordination, reports = _side(db, found.id, library or PromptLibrary())
-    return ReportData(
-        experiment=found.name,
-        created_at=found.created_at,
-        spec_text=found.spec or "",
-        control=_control(found.spec),
-        conditions=_conditions(db, found.id),
-        predictions=_predictions(db, found.name),
-        coordination=coordination,
-        reports=reports,
-    )
+    with snapshot(db) as moment:  # one moment, even while a batch is still writing
+        found = require_experiment(moment, experiment)
+        coordination, reports = _side(moment, found.id, library or PromptLibrary())
+        return ReportData(
+            experiment=found.name,
+            created_at=found.created_at,
+            spec_text=found.spec or "",
+            control=_control(found.spec),
+            conditions=_conditions(moment, found.id),
+            predictions=_predictions(moment, found.name),
+            coordination=coordination,
+            reports=reports,
+        )
 
 
 def experiment_id(db: Readable, name: str) -> str:

@@ -150,13 +150,14 @@ def stored_time(value: str | datetime) -> datetime:
 
 
 class Readable(Protocol):
-    """Anything the read functions can read from: a :class:`Reader`, or the writer's
-    :class:`~clonechat.store.database.Database` (its reader engine) in a process that writes."""
+    """Anything the read functions can read from: a :class:`Reader`, the writer's
+    :class:`~clonechat.store.database.Database` (its reader engine) in a process that writes, or
+    a :func:`snapshot` of either (one connection, so every read sees the same moment)."""
 
     path: Path
 
     @property
-    def reader_engine(self) -> Engine: ...
+    def reader_engine(self) -> Engine | Connection: ...
 
 
 class Reader:
@@ -228,6 +229,40 @@ def open_existing(db_path: Path | str) -> Iterator[Reader]:
 
 @contextmanager
 def connection(db: Readable) -> Iterator[Connection]:
-    """One short read connection (its own, so a read never waits on or blocks the writer)."""
-    with db.reader_engine.connect() as conn:
+    """One short read connection (its own, so a read never waits on or blocks the writer), or
+    the snapshot's connection inside :func:`snapshot`."""
+    from sqlalchemy import Engine
+
+    bind = db.reader_engine
+    if not isinstance(bind, Engine):  # a snapshot's connection: already open, not ours to close
+        yield bind
+        return
+    with bind.connect() as conn:
         yield conn
+
+
+class _Snapshot:
+    """A :class:`Readable` whose reads all run on one connection, in one read transaction."""
+
+    def __init__(self, path: Path, conn: Connection) -> None:
+        self.path = path
+        self._conn = conn
+
+    @property
+    def reader_engine(self) -> Connection:
+        return self._conn
+
+
+@contextmanager
+def snapshot(db: Readable) -> Iterator[Readable]:
+    """``db`` pinned to one moment: every read function given the result sees the database as
+    it was at the first read, whatever a batch commits meanwhile (WAL keeps that version for
+    the open read transaction). For a read made of several questions, such as a report."""
+    from sqlalchemy import Engine
+
+    bind = db.reader_engine
+    if not isinstance(bind, Engine):
+        yield db
+        return
+    with bind.connect() as conn:
+        yield _Snapshot(db.path, conn)
