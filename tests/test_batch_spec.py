@@ -90,7 +90,15 @@ MALFORMED: list[tuple[str, str, str, int | None]] = [
         "models.srv: 'base_url' is required",
         10,
     ),
-    ("inline model bad provider", GOOD + '\n[models.srv]\nprovider = "gpt"\n', "provider must be local", 10),
+    # The line of the key at fault, not of its table's header.
+    ("inline model bad provider", GOOD + '\n[models.srv]\nprovider = "gpt"\n', "provider must be local", 11),
+    (
+        "inline model bad connections",
+        GOOD
+        + '\n[models.srv]\nprovider = "openai-compatible"\nbase_url = "http://x"\nmodel = "m"\nmax_connections = 0\n',
+        "models.srv: max_connections must be at least 1",
+        14,
+    ),
     (
         "models entry not a table",
         GOOD.replace('name = "ok"', 'name = "ok"\nmodels = { srv = 1 }'),

@@ -53,6 +53,7 @@ from clonechat.errors import ClonechatError, ConfigError
 from clonechat.measures import CoordinationOptions, MeasureOptions, PredictionOptions, ReportOptions
 from clonechat.prompts import PromptLibrary
 from clonechat.registry import ModelSpec, Registry, api_key, spec_from_toml
+from clonechat.registry_file import ModelsFileError
 from clonechat.session import DialogueBlueprint, DialogueRequest, blueprint
 
 #: Settings that change how a run goes but not what it produces: changing them in the file
@@ -447,8 +448,9 @@ def parse_spec(
     for name, entry in spec.models.items():
         try:
             models[name] = spec_from_toml(name, entry, Path(path))
-        except ConfigError as exc:
-            raise where.error(("models", name), str(exc).split(": ", 2)[-1]) from None
+        except ModelsFileError as exc:
+            # The registry's own error knows the key (``exc.loc``): point at its line in the spec.
+            raise where.error(exc.loc, exc.reason, shown=("models", name)) from None
     library = library or PromptLibrary()
     conditions = _resolve(where, spec, Registry(models), library)
     for condition in conditions:
