@@ -161,18 +161,22 @@ class Readable(Protocol):
 
 
 class Reader:
-    """A run database opened for reading only (see :func:`open_reader`)."""
+    """A run database opened for reading only (see :func:`open_reader`), or one moment of one
+    (see :func:`snapshot`: then it reads through a single open connection)."""
 
-    def __init__(self, path: Path, engine: Engine) -> None:
+    def __init__(self, path: Path, bind: Engine | Connection) -> None:
         self.path = path
-        self._engine = engine
+        self._bind = bind
 
     @property
-    def reader_engine(self) -> Engine:
-        return self._engine
+    def reader_engine(self) -> Engine | Connection:
+        return self._bind
 
     def close(self) -> None:
-        self._engine.dispose()
+        from sqlalchemy import Engine
+
+        if isinstance(self._bind, Engine):
+            self._bind.dispose()
 
 
 def reader_engine(path: Path) -> Engine:
@@ -241,18 +245,6 @@ def connection(db: Readable) -> Iterator[Connection]:
         yield conn
 
 
-class _Snapshot:
-    """A :class:`Readable` whose reads all run on one connection, in one read transaction."""
-
-    def __init__(self, path: Path, conn: Connection) -> None:
-        self.path = path
-        self._conn = conn
-
-    @property
-    def reader_engine(self) -> Connection:
-        return self._conn
-
-
 @contextmanager
 def snapshot(db: Readable) -> Iterator[Readable]:
     """``db`` pinned to one moment: every read function given the result sees the database as
@@ -265,4 +257,4 @@ def snapshot(db: Readable) -> Iterator[Readable]:
         yield db
         return
     with bind.connect() as conn:
-        yield _Snapshot(db.path, conn)
+        yield Reader(db.path, conn)
