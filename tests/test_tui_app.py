@@ -15,6 +15,7 @@ from clonechat.tui.live import LiveDialogue, UiEvent
 from clonechat.tui.screens.browser import BrowserScreen
 from clonechat.tui.screens.dialogue import DialogueScreen
 from clonechat.tui.screens.spec_prompt import SpecPrompt
+from tests.tui_helpers import wait_for_workers
 
 pytestmark = pytest.mark.anyio
 
@@ -67,7 +68,7 @@ async def test_a_batch_started_from_the_app_runs_in_another_process_and_lists_it
         await pilot.press("enter")
         await pilot.pause()
         assert app.screen is browser
-        await app.workers.wait_for_complete()
+        await wait_for_workers(app)
         await pilot.pause()
         await settle(pilot, browser)
         assert browser.query_one("#dialogues", DataTable).row_count == 2

@@ -14,7 +14,6 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from textual.app import App
 from textual.widgets import Static
 
 from clonechat.branching import fork_with_edit
@@ -27,7 +26,7 @@ from clonechat.tui.screens.dialogue import DialogueScreen
 from clonechat.tui.screens.fork import ForkScreen
 from clonechat.tui.transcript_source import SqlitePathSource
 from clonechat.tui.widgets.transcript import TranscriptView
-from tests.tui_helpers import Host
+from tests.tui_helpers import Host, wait_for_workers
 
 pytestmark = pytest.mark.anyio
 
@@ -44,10 +43,6 @@ def request(turns: int) -> DialogueRequest:
         seed=5,
         measures=MeasureOptions(prediction=PredictionOptions(self_predict=True)),
     )
-
-
-async def wait_for_workers(app: App[None]) -> None:
-    await app.workers.wait_for_complete()
 
 
 async def test_live_dialogue_streams_and_reveals_predictions_after_each_turn(tmp_path: Path) -> None:

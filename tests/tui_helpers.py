@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from textual.app import App
 from textual.screen import Screen
+from textual.worker import WorkerCancelled
 
 from clonechat.engine.records import NodeRecord, Speaker
 
@@ -39,3 +40,13 @@ def make_node(index: int, parent: str | None, *, prefix: str = "N", content: str
         latency_ms=None if index == 0 else 250.0,
         finish_reason=None if index == 0 else "stop",
     )
+
+
+async def wait_for_workers(app: App[object]) -> None:
+    """Until every worker of ``app`` has ended. A worker the test cancelled (``s`` stops a live
+    dialogue) ends cancelled, and Textual's own wait raises for it when the worker is still
+    listed; on a busy machine it often is. The others are waited for all the same."""
+    try:
+        await app.workers.wait_for_complete()
+    except WorkerCancelled:
+        await app.workers.wait_for_complete([worker for worker in app.workers if not worker.is_cancelled])
