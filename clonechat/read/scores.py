@@ -168,7 +168,8 @@ class PredictionRow:
     prediction_id: str
     dialogue_id: str
     condition_id: str
-    variant: str | None
+    #: partner, self or cross (a prediction stored before variants existed is a partner one).
+    variant: str
     #: The agent whose view the prediction was made from (A or B).
     predictor: str
     predicted: str
@@ -192,7 +193,7 @@ def prediction_rows(db: Readable, experiment_id: str) -> list[PredictionRow]:
         PredictionRow(
             prediction_id=str(row[0]),
             dialogue_id=str(row[1]),
-            variant=row[2],
+            variant=str(row[2] or "partner"),
             predictor=str(row[3]),
             predicted=str(row[4]),
             parent_id=str(row[5]),

@@ -10,29 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from clonechat.read.connect import Readable
-from clonechat.read.scores import prediction_rows
+from clonechat.read.scores import PredictionRow, prediction_rows
 
 
 @dataclass(frozen=True)
-class PredictionTarget:
-    prediction_id: str
-    dialogue_id: str
-    condition_id: str
-    variant: str
-    #: The agent whose view the prediction was made from (A or B).
-    predictor: str
-    predicted: str
-    parent_id: str
-    actual_id: str
-    actual: str
-    turn_index: int
-    stop_phrase: str | None
+class PredictionTarget(PredictionRow):
+    """A stored prediction (the read layer's row) with what scoring adds to it."""
+
     #: Registry name of the model that made the prediction.
-    model: str
+    model: str = ""
     #: A message of another dialogue of the same condition: the shuffled control.
     shuffled_id: str | None = None
     shuffled: str | None = None
@@ -48,18 +38,8 @@ def load_targets(db: Readable, experiment_id: str) -> list[PredictionTarget]:
     """Every prediction of the experiment with the message it predicted and its shuffled control."""
     targets = [
         PredictionTarget(
-            prediction_id=row.prediction_id,
-            dialogue_id=row.dialogue_id,
-            condition_id=row.condition_id,
-            variant=row.variant or "partner",
-            predictor=row.predictor,
-            predicted=row.predicted,
-            parent_id=row.parent_id,
-            actual_id=row.actual_id,
-            actual=row.actual,
-            turn_index=row.turn_index,
-            stop_phrase=row.stop_phrase,
-            model=_predictor_model(row.variant or "partner", row.predictor, row.model_a, row.model_b, row.settings),
+            **{f.name: getattr(row, f.name) for f in fields(PredictionRow)},
+            model=_predictor_model(row.variant, row.predictor, row.model_a, row.model_b, row.settings),
         )
         for row in prediction_rows(db, experiment_id)
     ]
@@ -81,5 +61,5 @@ def with_shuffled(targets: list[PredictionTarget]) -> list[PredictionTarget]:
             continue
         seed = int.from_bytes(hashlib.blake2b(t.prediction_id.encode(), digest_size=8).digest(), "big")
         chosen_id, (_dialogue, content, _turn) = random.Random(seed).choice(pool)
-        out.append(PredictionTarget(**{**t.__dict__, "shuffled_id": chosen_id, "shuffled": content}))
+        out.append(replace(t, shuffled_id=chosen_id, shuffled=content))
     return out
