@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator, Mapping
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 from clonechat.engine.dialogue import Agent, DialogueSettings, opening_node
 from clonechat.engine.events import Event
@@ -72,3 +74,34 @@ def stored_conversations(db_path: Path) -> dict[tuple[str, str, int], list[tuple
 def statuses(db_path: Path) -> dict[str, int]:
     with closing(sqlite3.connect(db_path)) as conn:
         return dict(conn.execute("SELECT status, count(*) FROM dialogue GROUP BY status").fetchall())
+
+
+class RawSql:
+    """A plain SQL connection to a run database on either backend, for tests that look at (or
+    tamper with) rows behind the store's back: ``execute`` takes SQL text with ``:name``
+    parameters and returns SQLAlchemy rows (which compare equal to tuples)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        from sqlalchemy import text
+
+        return self._conn.execute(text(sql), params or {})
+
+
+@contextmanager
+def raw_sql(location: Any) -> Iterator[RawSql]:
+    """:class:`RawSql` on ``location`` (a path or a server database); commits on exit."""
+    from sqlalchemy import create_engine
+
+    from clonechat.location import ServerDatabase, db_location
+
+    where = db_location(location)
+    url = where.sqlalchemy_url if isinstance(where, ServerDatabase) else f"sqlite:///{where}"
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            yield RawSql(conn)
+    finally:
+        engine.dispose()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import anyio
@@ -12,6 +11,7 @@ from sqlalchemy import Connection, text
 from clonechat.engine.dialogue import run_dialogue
 from clonechat.engine.events import fan_out
 from clonechat.errors import StoreError
+from clonechat.location import DbLocation
 from clonechat.providers.scripted import ScriptedProvider
 from clonechat.read.dialogues import dialogue_summaries, prompt_text, resolve_dialogue
 from clonechat.read.paths import dialogue_path
@@ -21,9 +21,10 @@ from clonechat.store import writes
 from clonechat.store.database import Database
 from clonechat.store.recorder import Recorder
 from clonechat.store.writer import open_writer
-from tests.helpers import EventLog
+from tests.conftest import on_both_backends, sqlite_only
+from tests.helpers import EventLog, raw_sql
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, on_both_backends]
 
 
 def scripted_pool(**kwargs: object) -> ProviderPool:
@@ -59,7 +60,7 @@ async def test_prompts_are_stored_once_by_hash(db: Database) -> None:
     async with open_writer(db) as writer:
         for _ in range(3):
             await prepare_dialogue(writer, DialogueRequest(model_a="scripted", max_turns=1), pool)
-    with sqlite3.connect(db.path) as conn:
+    with raw_sql(db.path) as conn:
         # clone-aware for A and B renders identically (same model), plus the opening.
         assert conn.execute("SELECT COUNT(*) FROM prompt").fetchone() == (2,)
         assert conn.execute("SELECT COUNT(*) FROM prompt_template").fetchone() == (2,)
@@ -89,7 +90,7 @@ async def test_interrupted_dialogue_keeps_turns_and_resumes(db: Database) -> Non
         await run_dialogue(resumed.settings, resumed.agents, resumed.path, Recorder(writer))
     final = dialogue_path(db, resolve_dialogue(db, prepared.dialogue_id))
     assert [n.turn_index for n in final] == list(range(9))
-    with sqlite3.connect(db.path) as conn:
+    with raw_sql(db.path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM node WHERE kind='turn'").fetchone() == (8,)
         assert conn.execute("SELECT status FROM dialogue").fetchone() == ("completed",)
 
@@ -105,7 +106,7 @@ async def test_writer_drains_queue_when_cancelled(db: Database) -> None:
             scope.cancel()
             await anyio.sleep(1)  # cancelled here
     assert experiment_id
-    with sqlite3.connect(db.path) as conn:
+    with raw_sql(db.path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM experiment").fetchone() == (501,)
     assert writer.committed_batches < 501  # batched, not one commit per write
 
@@ -117,7 +118,7 @@ async def test_inserts_are_idempotent(db: Database) -> None:
         outcome = await run_dialogue(prepared.settings, prepared.agents, prepared.path, Recorder(writer))
         # Replaying every node write (as a resume after a crash might) adds nothing.
         await writer.call(lambda conn: writes.insert_nodes(conn, outcome.path))
-    with sqlite3.connect(db.path) as conn:
+    with raw_sql(db.path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM node").fetchone() == (3,)
 
 
@@ -130,11 +131,13 @@ async def test_failed_write_surfaces_as_store_error(db: Database) -> None:
             await writer.call(bad)
 
 
+@sqlite_only("WAL is SQLite's")
 def test_database_is_in_wal_mode(db: Database) -> None:
-    with sqlite3.connect(db.path) as conn:
+    with raw_sql(db.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
+@sqlite_only("a corrupt file")
 def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "corrupt.db"
     junk = b"this is not a database" * 100
@@ -144,23 +147,26 @@ def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
     assert path.read_bytes() == junk  # nothing touched
 
 
-def test_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "other.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE mine (x)")
+def test_foreign_database_is_refused(db_path: DbLocation) -> None:
+    if isinstance(db_path, Path):
+        db_path.parent.mkdir(parents=True)
+    with raw_sql(db_path) as conn:
+        conn.execute("CREATE TABLE mine (x INTEGER)")
     with pytest.raises(StoreError, match="not a clonechat one"):
-        Database.open(path)
+        Database.open(db_path)
+    with raw_sql(db_path) as conn:  # nothing added
+        assert [r[0] for r in conn.execute("SELECT count(*) FROM mine")] == [0]
 
 
-def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "future.db"
-    Database.open(path).close()
-    with sqlite3.connect(path) as conn:
+def test_newer_schema_is_refused(db_path: DbLocation) -> None:
+    Database.open(db_path).close()
+    with raw_sql(db_path) as conn:
         conn.execute("INSERT INTO clonechat_migrations VALUES (999, 'future', '2030-01-01')")
     with pytest.raises(StoreError, match="newer than this clonechat understands"):
-        Database.open(path)
+        Database.open(db_path)
 
 
+@sqlite_only("a file's folder")
 def test_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")

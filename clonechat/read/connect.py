@@ -7,6 +7,10 @@ an ``IMMEDIATE`` transaction that queues behind a running batch and upgrades a f
 only wanted to look at). :func:`open_sqlite` is the factory; the SQLAlchemy engine of
 :class:`Reader` is built on it, so both paths see the same checks. :func:`check_version` is the
 one place that says whether this clonechat can use a file's schema, for readers and the writer.
+
+A PostgreSQL database (``--db postgresql://...``) is read through :func:`server_engine`'s
+REPEATABLE READ, READ ONLY transactions: the server itself refuses any write, and a read of
+several statements sees one snapshot, as SQLite's deferred read transaction does.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from clonechat.constants import BUSY_TIMEOUT_MS, SCHEMA_VERSION
 from clonechat.errors import NotFoundError, StoreError
+from clonechat.location import DbLocation, ServerDatabase, db_location
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -29,14 +34,15 @@ _TABLES_SQL = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT 
 _VERSION_SQL = f"SELECT COALESCE(MAX(version), 0) FROM {_VERSION_TABLE}"
 
 
-def check_version(version: int, has_other_tables: bool, path: Path, *, upgrading: bool = False) -> int:
+def check_version(version: int, has_other_tables: bool, path: DbLocation, *, upgrading: bool = False) -> int:
     """``version`` if this clonechat can use the file (0: no clonechat tables yet), else a
     StoreError that says what to do. A reader needs the current schema; the writer
     (``upgrading``) accepts any older one, because it is about to migrate it."""
     current = SCHEMA_VERSION
     if version == 0:
         if has_other_tables:
-            raise StoreError(f"{path} is an SQLite database but not a clonechat one (it has other tables)")
+            kind = "a PostgreSQL database" if isinstance(path, ServerDatabase) else "an SQLite database"
+            raise StoreError(f"{path} is {kind} but not a clonechat one (it has other tables)")
         return 0
     if version > current:
         raise StoreError(
@@ -57,6 +63,49 @@ def schema_state(conn: sqlite3.Connection) -> tuple[int, bool]:
     if _VERSION_TABLE not in tables:
         return 0, bool(tables)
     return int(conn.execute(_VERSION_SQL).fetchone()[0]), False
+
+
+_SERVER_TABLES_SQL = (
+    "SELECT table_name FROM information_schema.tables "
+    "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+)
+
+
+def server_schema_state(conn: Connection) -> tuple[int, bool]:
+    """:func:`schema_state` of a PostgreSQL database (its tables in the current schema)."""
+    from sqlalchemy import text
+
+    tables = {str(row[0]) for row in conn.execute(text(_SERVER_TABLES_SQL))}
+    if _VERSION_TABLE not in tables:
+        return 0, bool(tables)
+    return int(conn.execute(text(_VERSION_SQL)).scalar_one()), False
+
+
+def server_engine(location: ServerDatabase, *, read_only: bool) -> Engine:
+    """The one engine factory for a PostgreSQL database. Readers: REPEATABLE READ, READ ONLY
+    (one snapshot per read; the server refuses any write). Writers: READ COMMITTED, with row
+    locks where processes share rows. The pool keeps a few connections: opening one costs
+    milliseconds, a turn's commit well under one."""
+    from sqlalchemy import create_engine
+
+    return create_engine(
+        location.sqlalchemy_url,
+        isolation_level="REPEATABLE READ" if read_only else "READ COMMITTED",
+        execution_options={"postgresql_readonly": True} if read_only else {},
+        pool_size=2,
+        max_overflow=8,
+        pool_pre_ping=True,
+        # Timestamps are stored as naive UTC on both backends: the session's zone is UTC, so an
+        # aware datetime converts the same whatever the server's TimeZone setting is.
+        connect_args={"connect_timeout": 10, "application_name": "clonechat", "options": "-c timezone=UTC"},
+    )
+
+
+def server_reason(exc: BaseException) -> str:
+    """The server's (or psycopg's) first line, without SQLAlchemy's echo of the statement."""
+    original = getattr(exc, "orig", None)
+    lines = str(original if original is not None else exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def schema_state_of(path: Path) -> tuple[int, bool] | None:
@@ -96,10 +145,6 @@ def _usable_path(db_path: Path | str) -> Path | None:
     return path if path.exists() else None
 
 
-def _reason(exc: BaseException) -> str:
-    return str(getattr(exc, "orig", None) or exc)
-
-
 def open_sqlite(db_path: Path | str) -> sqlite3.Connection | None:
     """The checked read-only connection to ``db_path``; ``None`` if there is no database yet or
     it has no clonechat tables (a fresh checkout is empty, not an error, and is not created).
@@ -125,10 +170,10 @@ def open_sqlite(db_path: Path | str) -> sqlite3.Connection | None:
     return conn
 
 
-def nothing_to_read(db_path: Path | str) -> StoreError:
+def nothing_to_read(db_path: DbLocation | str) -> StoreError:
     """What a command that was asked about a particular database says when there is none: no
     file, or one without clonechat's tables (the TUI shows an empty browser instead)."""
-    path = Path(db_path)
+    path = db_location(db_path)
     if not path.exists():
         return StoreError(f"no database at {path}")
     return StoreError(f"{path} has no clonechat tables yet: run something first")
@@ -154,7 +199,7 @@ class Readable(Protocol):
     :class:`~clonechat.store.database.Database` (its reader engine) in a process that writes, or
     a :func:`snapshot` of either (one connection, so every read sees the same moment)."""
 
-    path: Path
+    path: DbLocation
 
     @property
     def reader_engine(self) -> Engine | Connection: ...
@@ -164,7 +209,7 @@ class Reader:
     """A run database opened for reading only (see :func:`open_reader`), or one moment of one
     (see :func:`snapshot`: then it reads through a single open connection)."""
 
-    def __init__(self, path: Path, bind: Engine | Connection) -> None:
+    def __init__(self, path: DbLocation, bind: Engine | Connection) -> None:
         self.path = path
         self._bind = bind
 
@@ -196,18 +241,44 @@ def reader_engine(path: Path) -> Engine:
     return engine
 
 
+def _server_reader(location: ServerDatabase) -> Reader | None:
+    """A checked :class:`Reader` on a PostgreSQL database (``None``: no clonechat tables yet)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = server_engine(location, read_only=True)
+    try:
+        with engine.connect() as conn:
+            version = check_version(*server_schema_state(conn), location)
+    except StoreError:
+        engine.dispose()
+        raise
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise StoreError(f"cannot read {location}: {server_reason(exc)}") from None
+    if version == 0:
+        engine.dispose()
+        return None
+    return Reader(location, engine)
+
+
+def _file_reader(path: Path) -> Reader | None:
+    checked = open_sqlite(path)
+    if checked is None:
+        return None
+    checked.close()
+    return Reader(path, reader_engine(path))
+
+
 @contextmanager
-def open_reader(db_path: Path | str) -> Iterator[Reader | None]:
+def open_reader(db_path: DbLocation | str) -> Iterator[Reader | None]:
     """A :class:`Reader` on ``db_path`` after the schema check, closed on exit; ``None`` if
     there is no database yet (see :func:`open_sqlite`). Failures reading it are StoreErrors
-    naming the file."""
-    checked = open_sqlite(db_path)
-    if checked is None:
+    naming the file (or the server database)."""
+    path = db_location(db_path)
+    reader = _server_reader(path) if isinstance(path, ServerDatabase) else _file_reader(path)
+    if reader is None:
         yield None
         return
-    checked.close()
-    path = Path(db_path)
-    reader = Reader(path, reader_engine(path))
     try:
         yield reader
     except (StoreError, NotFoundError):
@@ -216,14 +287,14 @@ def open_reader(db_path: Path | str) -> Iterator[Reader | None]:
         from sqlalchemy.exc import SQLAlchemyError
 
         if isinstance(exc, (SQLAlchemyError, sqlite3.Error)):
-            raise StoreError(f"cannot read {path}: {_reason(exc)}") from None
+            raise StoreError(f"cannot read {path}: {server_reason(exc)}") from None
         raise
     finally:
         reader.close()
 
 
 @contextmanager
-def open_existing(db_path: Path | str) -> Iterator[Reader]:
+def open_existing(db_path: DbLocation | str) -> Iterator[Reader]:
     """:func:`open_reader` on a database that must exist (``show``, ``export``, ``query``...)."""
     with open_reader(db_path) as reader:
         if reader is None:

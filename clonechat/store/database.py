@@ -3,6 +3,11 @@
 SQLite in WAL mode lets readers (the TUI, ``clonechat query``) work while the single writer
 commits. The writer's transactions start with ``BEGIN IMMEDIATE`` so a second writing process
 waits on ``busy_timeout`` at the start of a transaction instead of failing half-way through it.
+
+On PostgreSQL (``--db postgresql://...``, psycopg 3) many processes on many hosts write at
+once: each write transaction is READ COMMITTED with row locks where rows are shared (the
+plan, leases), and readers get REPEATABLE READ, READ ONLY transactions, so a read of several
+statements sees one snapshot, as on SQLite.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -24,6 +28,8 @@ from clonechat.constants import BUSY_TIMEOUT_MS as BUSY_TIMEOUT_MS
 from clonechat.constants import DB_ENV_VAR as DB_ENV_VAR
 from clonechat.constants import DEFAULT_DB as DEFAULT_DB
 from clonechat.errors import StoreError
+from clonechat.location import DbLocation, ServerDatabase, db_location
+from clonechat.read.connect import server_engine, server_reason
 from clonechat.store import migrations
 
 if TYPE_CHECKING:
@@ -32,13 +38,15 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def default_db_path() -> Path:
+def default_db_path() -> DbLocation:
     """``$CLONECHAT_DB`` if set, else ``runs/clonechat.db`` under the current directory."""
-    env = os.environ.get(DB_ENV_VAR)
-    return Path(env) if env else DEFAULT_DB
+    return db_location(os.environ.get(DB_ENV_VAR) or DEFAULT_DB)
 
 
-def _make_engine(path: Path, *, immediate: bool) -> Engine:
+def _make_engine(location: DbLocation, *, immediate: bool) -> Engine:
+    if isinstance(location, ServerDatabase):
+        return server_engine(location, read_only=False)
+    path = location
     uri = f"file:{path}"
     engine = create_engine(
         "sqlite://",
@@ -74,14 +82,22 @@ class Database:
     engine (used only by the store writer) and a reader engine for everything else.
     """
 
-    def __init__(self, path: Path, writer: Engine, reader: Engine) -> None:
+    def __init__(self, path: DbLocation, writer: Engine, reader: Engine) -> None:
         self.path = path
         self.writer_engine = writer
         self.reader_engine = reader
 
+    @property
+    def on_server(self) -> bool:
+        """Whether this is a PostgreSQL database (many writers) rather than an SQLite file."""
+        return isinstance(self.path, ServerDatabase)
+
     @classmethod
-    def open(cls, path: Path | str | None = None, *, create: bool = True) -> Database:
-        db_path = Path(path) if path is not None else default_db_path()
+    def open(cls, path: DbLocation | str | None = None, *, create: bool = True) -> Database:
+        location = db_location(path) if path is not None else default_db_path()
+        if isinstance(location, ServerDatabase):
+            return cls._open_server(location)
+        db_path = location
         if db_path.is_dir():
             raise StoreError(f"database path {db_path} is a directory")
         if not db_path.exists():
@@ -113,6 +129,24 @@ class Database:
             raise StoreError(f"{db_path} is not a usable SQLite database: {reason}") from None
         return cls(db_path, writer, _make_engine(db_path, immediate=False))
 
+    @classmethod
+    def _open_server(cls, location: ServerDatabase) -> Database:
+        writer = server_engine(location, read_only=False)
+        try:
+            with writer.begin() as conn:
+                # One migrating process at a time, server-wide for this database: two workers
+                # started in the same second must not both create the tables.
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7216)")
+                _check_is_clonechat(conn, location)
+                migrations.migrate(conn)
+        except StoreError:
+            writer.dispose()
+            raise
+        except (OperationalError, DatabaseError) as exc:
+            writer.dispose()
+            raise StoreError(f"cannot use database {location}: {server_reason(exc)}") from None
+        return cls(location, writer, server_engine(location, read_only=True))
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A read session on its own connection (safe while the writer commits)."""
@@ -139,7 +173,7 @@ class Database:
         self.close()
 
 
-def _check_is_clonechat(conn: Connection, path: Path) -> None:
+def _check_is_clonechat(conn: Connection, path: DbLocation) -> None:
     from clonechat.read.connect import check_version
 
     check_version(*migrations.schema_of(conn), path, upgrading=True)

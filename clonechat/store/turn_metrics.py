@@ -35,6 +35,7 @@ from sqlalchemy import Connection, text
 
 from clonechat.engine.records import NodeRecord
 from clonechat.read.paths import ancestors
+from clonechat.store.dialect import insert_rows
 
 METRICS_VERSION = 1
 #: Dialogues whose latest path state the writer keeps; a miss rebuilds it from the database.
@@ -211,15 +212,10 @@ class MetricsTracker:
 
 _COLUMNS = [name for name in TurnMetrics.__dataclass_fields__]
 _ROW = attrgetter(*_COLUMNS)
-_INSERT = (
-    f"INSERT INTO turn_metrics ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) "
-    "ON CONFLICT DO NOTHING"
-)
 
 
 def insert_metrics(conn: Connection, rows: Sequence[TurnMetrics]) -> None:
-    if rows:
-        conn.exec_driver_sql(_INSERT, [_ROW(r) for r in rows])
+    insert_rows(conn, "turn_metrics", _COLUMNS, [_ROW(r) for r in rows])
 
 
 def backfill(conn: Connection) -> int:

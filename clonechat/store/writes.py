@@ -7,7 +7,6 @@ never duplicates a row.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -15,11 +14,11 @@ from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
-from sqlalchemy.dialects.sqlite import insert
 from sqlmodel import col
 
 from clonechat.engine.records import CONVERSATION_KINDS, NodeRecord, new_id
 from clonechat.prompts import RenderedPrompt, content_hash
+from clonechat.store.dialect import insert_ignoring, insert_rows, is_sqlite
 from clonechat.store.models import Condition, Dialogue, Experiment, Prompt, PromptTemplate
 from clonechat.store.turn_metrics import MetricsTracker, insert_metrics
 
@@ -33,7 +32,7 @@ def _now() -> datetime:
 def ensure_experiment(conn: Connection, name: str, spec: str | None = None, spec_hash: str | None = None) -> str:
     """The id of the experiment called ``name``, creating it if needed."""
     conn.execute(
-        insert(Experiment)
+        insert_ignoring(conn, Experiment)
         .values(id=new_id(), name=name, spec=spec, spec_hash=spec_hash, created_at=_now())
         .on_conflict_do_nothing(index_elements=["name"])
     )
@@ -50,7 +49,7 @@ def ensure_condition(
     settings: dict[str, Any],
 ) -> str:
     conn.execute(
-        insert(Condition)
+        insert_ignoring(conn, Condition)
         .values(
             id=new_id(),
             experiment_id=experiment_id,
@@ -72,12 +71,12 @@ def store_prompt(conn: Connection, prompt: RenderedPrompt) -> str:
     template = prompt.template
     source = template.path.read_text(encoding="utf-8")
     conn.execute(
-        insert(PromptTemplate)
+        insert_ignoring(conn, PromptTemplate)
         .values(hash=template.hash, kind=template.kind, name=template.name, source=source, created_at=_now())
         .on_conflict_do_nothing()
     )
     conn.execute(
-        insert(Prompt)
+        insert_ignoring(conn, Prompt)
         .values(
             hash=prompt.hash,
             template_hash=template.hash,
@@ -118,7 +117,7 @@ class NewDialogue:
 def create_dialogue(conn: Connection, dialogue: NewDialogue) -> None:
     now = _now()
     conn.execute(
-        insert(Dialogue)
+        insert_ignoring(conn, Dialogue)
         .values(**dialogue.__dict__, status="pending", created_at=now, updated_at=now)
         .on_conflict_do_nothing()
     )
@@ -126,29 +125,6 @@ def create_dialogue(conn: Connection, dialogue: NewDialogue) -> None:
 
 _NODE_COLUMNS = [f.name for f in fields(NodeRecord)]
 _NODE_VALUES = attrgetter(*_NODE_COLUMNS)
-#: Columns whose values need converting for SQLite (JSON, timestamps); the rest go in as they are.
-_CONVERTED = [i for i, f in enumerate(fields(NodeRecord)) if f.name in ("params", "created_at")]
-_INSERT_NODES = (
-    f"INSERT INTO node ({', '.join(_NODE_COLUMNS)}) VALUES ({', '.join('?' for _ in _NODE_COLUMNS)}) "
-    "ON CONFLICT DO NOTHING"
-)
-
-
-def _sqlite_value(value: Any) -> Any:
-    """A column value as SQLAlchemy stores it in SQLite (JSON text, naive UTC timestamp text),
-    so rows written here read back exactly like rows written through the ORM."""
-    if isinstance(value, dict):
-        return json.dumps(value)
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    return value
-
-
-def _node_row(node: NodeRecord) -> tuple[Any, ...]:
-    row = list(_NODE_VALUES(node))
-    for i in _CONVERTED:
-        row[i] = _sqlite_value(row[i])
-    return tuple(row)
 
 
 def insert_nodes(conn: Connection, nodes: list[NodeRecord], metrics: MetricsTracker | None = None) -> None:
@@ -159,8 +135,7 @@ def insert_nodes(conn: Connection, nodes: list[NodeRecord], metrics: MetricsTrac
     more per turn. ``metrics`` keeps path states between calls (the writer's);
     without one, each turn's path is replayed from the database."""
     if nodes:
-        rows = [_node_row(n) for n in nodes]
-        conn.exec_driver_sql(_INSERT_NODES, rows)
+        insert_rows(conn, "node", _NODE_COLUMNS, [_NODE_VALUES(n) for n in nodes])
         index_new_nodes(conn)
         insert_metrics(conn, (metrics or MetricsTracker()).metrics_for(conn, nodes))
 
@@ -178,8 +153,10 @@ def index_new_nodes(conn: Connection) -> None:
     """Bring the full-text index up to date with the node table, in the caller's transaction.
     One set-based insert per write costs a tenth of an insert trigger (FTS5's per-statement
     work dominated a batch's commits); edits and deletions, which the store never makes, are
-    kept in sync by triggers."""
-    conn.exec_driver_sql(_INDEX_NEW_NODES)
+    kept in sync by triggers. PostgreSQL's index is a GIN expression index the server keeps
+    up to date itself."""
+    if is_sqlite(conn):
+        conn.exec_driver_sql(_INDEX_NEW_NODES)
 
 
 def store_edited_prompt(conn: Connection, text: str) -> str:
@@ -188,12 +165,12 @@ def store_edited_prompt(conn: Connection, text: str) -> str:
     ``researcher-edit``, so every prompt row still says where it came from."""
     digest = content_hash(text)
     conn.execute(
-        insert(PromptTemplate)
+        insert_ignoring(conn, PromptTemplate)
         .values(hash=digest, kind="researcher-edit", name="system", source=text, created_at=_now())
         .on_conflict_do_nothing()
     )
     conn.execute(
-        insert(Prompt)
+        insert_ignoring(conn, Prompt)
         .values(hash=digest, template_hash=digest, text=text, variables={}, created_at=_now())
         .on_conflict_do_nothing()
     )
@@ -229,12 +206,8 @@ class NewScore:
 def insert_scores(conn: Connection, scores: list[NewScore]) -> int:
     """Insert score rows, skipping any (node, scorer, version) already scored: re-scoring is
     idempotent. Returns how many rows were new."""
-    if not scores:
-        return 0
-    now = _sqlite_value(_now())
-    result = conn.exec_driver_sql(
-        "INSERT INTO score (node_id, scorer, version, value, detail, created_at) VALUES (?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT DO NOTHING",
-        [(s.node_id, s.scorer, s.version, s.value, json.dumps(s.detail), now) for s in scores],
+    now = _now()
+    columns = ("node_id", "scorer", "version", "value", "detail", "created_at")
+    return insert_rows(
+        conn, "score", columns, [(s.node_id, s.scorer, s.version, s.value, s.detail, now) for s in scores]
     )
-    return int(result.rowcount or 0)
