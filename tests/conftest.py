@@ -82,7 +82,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if on_server and item.get_closest_marker("sqlite_only"):
             dropped.append(item)
             continue
-        if on_server or "pg_url" in getattr(item, "fixturenames", ()) or "pg_server" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if on_server or "pg_url" in fixtures or "pg_server" in fixtures:
             item.add_marker(pytest.mark.postgresql)
         keep.append(item)
     if dropped:

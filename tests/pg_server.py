@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 
-
 def _bin_path() -> Path:
     """The wheel's ``pginstall/bin``, found without importing the package (its ``__init__``
     sets up a helper these tests do not use, and warns about ``XDG_RUNTIME_DIR``)."""

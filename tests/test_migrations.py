@@ -72,34 +72,62 @@ def test_reopening_applies_nothing(tmp_path: Path) -> None:
 
 #: SHA-256 of each shipped step: its SQL, or a function step's source. A step that has shipped
 #: never changes; a new step records its hash here when it ships.
+#: Each shipped step's SHA-256 on each backend (a step with one script has the same on both).
 SHIPPED_SHA256 = {
-    1: "712d0d773f490617facc97c0b595a4efca0ac6e8a408e9d15465a8473684f357",
-    2: "c3e67818db0067c99d5e2fee9e79431b191c519d4792124799e8c307e30ba3b0",
-    3: "e4b17669f6dd03d0997680d9ea2ab62e5bd0c8b499e5382a218330c3dcfe567c",
-    4: "1a6d8b25d78c86878396a7766fb2f6487c34c9ba706ea312ff80c62bbc417bb4",
-    5: "420fa5f0fb416eff45c8319c630fc6de87aac5e678acb5310db203cc80fb0253",
-    6: "0e46b3ef88e441926c8fa7e99a2be073a74e09afc2e97197b321e9b6b146aa6e",
-    7: "2f86233d308efc0395c259e51c01be5aeeb5475d7b7531b4c057551d80ccc0fc",
+    1: {
+        "sqlite": "712d0d773f490617facc97c0b595a4efca0ac6e8a408e9d15465a8473684f357",
+        "postgresql": "c4966552505256c623106df7c1fe5a3746ea1574ee21dddf499448ce5d1e7ef1",
+    },
+    2: {
+        "sqlite": "c3e67818db0067c99d5e2fee9e79431b191c519d4792124799e8c307e30ba3b0",
+        "postgresql": "03f07105a5efc147b8353f31cd93d749562619c79b19689f2846e8a7b024bd25",
+    },
+    3: {
+        "sqlite": "e4b17669f6dd03d0997680d9ea2ab62e5bd0c8b499e5382a218330c3dcfe567c",
+        "postgresql": "e4b17669f6dd03d0997680d9ea2ab62e5bd0c8b499e5382a218330c3dcfe567c",
+    },
+    4: {
+        "sqlite": "1a6d8b25d78c86878396a7766fb2f6487c34c9ba706ea312ff80c62bbc417bb4",
+        "postgresql": "b29c777df83c6cc8431e893ef7b5c9be35b05a0c9d586d124fa4786b8214f5e2",
+    },
+    5: {
+        "sqlite": "420fa5f0fb416eff45c8319c630fc6de87aac5e678acb5310db203cc80fb0253",
+        "postgresql": "420fa5f0fb416eff45c8319c630fc6de87aac5e678acb5310db203cc80fb0253",
+    },
+    6: {
+        "sqlite": "0e46b3ef88e441926c8fa7e99a2be073a74e09afc2e97197b321e9b6b146aa6e",
+        "postgresql": "8e23f32e01e8ae9f6db4f33def89d909c4e28414388afa5d789fd762816bb578",
+    },
+    7: {
+        "sqlite": "2f86233d308efc0395c259e51c01be5aeeb5475d7b7531b4c057551d80ccc0fc",
+        "postgresql": "4e53ce61b0ad5bb2391a5ee191caada83f2e3fc27b1b1696ae2c18a54602546d",
+    },
 }
+DIALECTS = ("sqlite", "postgresql")
 
 
-def step_text(step: migrations.Step) -> str:
-    return step if isinstance(step, str) else inspect.getsource(step)
+def step_text(script: migrations.Script) -> str:
+    return script if isinstance(script, str) else inspect.getsource(script)
 
 
 def test_shipped_steps_are_unchanged() -> None:
     for number, (_description, step) in enumerate(migrations.MIGRATIONS, start=1):
         assert number in SHIPPED_SHA256, f"step {number} is new: record its SHA-256 in SHIPPED_SHA256 when it ships"
-        digest = hashlib.sha256(step_text(step).encode()).hexdigest()
-        assert digest == SHIPPED_SHA256[number], f"step {number} has shipped: never edit it, append a new step"
+        for dialect in DIALECTS:
+            digest = hashlib.sha256(step_text(migrations.script_for(step, dialect)).encode()).hexdigest()
+            assert digest == SHIPPED_SHA256[number][dialect], (
+                f"step {number} ({dialect}) has shipped: never edit it, append a new step"
+            )
 
 
 def test_every_step_lives_in_the_frozen_module() -> None:
     frozen = {id(value) for value in vars(migration_steps).values()}
     for number, (_description, step) in enumerate(migrations.MIGRATIONS, start=1):
-        assert id(step) in frozen, f"step {number} is not defined in clonechat.store.migration_steps"
-        if callable(step):
-            assert step.__module__ == migration_steps.__name__
+        for dialect in DIALECTS:
+            script = migrations.script_for(step, dialect)
+            assert id(script) in frozen, f"step {number} ({dialect}) is not defined in clonechat.store.migration_steps"
+            if callable(script):
+                assert script.__module__ == migration_steps.__name__
 
 
 def test_the_frozen_steps_import_no_live_code() -> None:

@@ -17,6 +17,7 @@ from rich.markup import escape
 from clonechat.analysis.load import experiment_id, load_report_data
 from clonechat.analysis.report import write_report
 from clonechat.errors import ConfigError
+from clonechat.location import DbLocation
 from clonechat.prompts import PromptLibrary
 from clonechat.providers.base import Provider
 from clonechat.registry import ProviderPool, Registry
@@ -86,7 +87,9 @@ async def _model_scores(
             await pool.aclose()
 
 
-def score_command(db_path: Path, experiment: str, scorers: list[str], judge: str, registry: Registry) -> int:
+def score_command(
+    db_path: DbLocation | str, experiment: str, scorers: list[str], judge: str, registry: Registry
+) -> int:
     known = [*TEXT_SCORERS, *MODEL_SCORERS]
     for name in scorers:
         if name not in known:
@@ -104,7 +107,7 @@ def score_command(db_path: Path, experiment: str, scorers: list[str], judge: str
     return 0
 
 
-def report_command(db_path: Path, experiment: str, out: Path | None) -> int:
+def report_command(db_path: DbLocation | str, experiment: str, out: Path | None) -> int:
     console = Console(highlight=False, soft_wrap=True)
     with Database.open(db_path, create=False) as db:
         # The cheap scorers first, so a report never lacks figures a plain `score` would give.

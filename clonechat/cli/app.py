@@ -24,6 +24,7 @@ from rich.table import Table
 from clonechat.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, report_errors
 from clonechat.constants import ADHOC_EXPERIMENT, DB_ENV_VAR, DEFAULT_DB, DEFAULT_STOP_PHRASE, MODELS_ENV_VAR
 from clonechat.errors import ConfigError
+from clonechat.location import DbLocation, db_location
 
 if TYPE_CHECKING:
     from clonechat.registry import Registry
@@ -36,14 +37,20 @@ app = typer.Typer(
 )
 
 DbOption = Annotated[
-    Path,
+    str,
     typer.Option(
         "--db",
         envvar=DB_ENV_VAR,
-        help=f"Run database (SQLite). Default {DEFAULT_DB}, or ${DB_ENV_VAR}.",
+        metavar="PATH|URL",
+        help=(
+            f"Run database: an SQLite file (default {DEFAULT_DB}) or postgresql://user@host:port/dbname; "
+            f"or ${DB_ENV_VAR}."
+        ),
         show_default=False,
     ),
 ]
+#: ``--db``'s default as the option's text (the option is text: a path or a server URL).
+DEFAULT_DB_TEXT = str(DEFAULT_DB)
 
 
 ModelsFileOption = Annotated[
@@ -93,7 +100,7 @@ def _no_command(ctx: typer.Context) -> None:
     _open_tui(default_db_path())
 
 
-def _open_tui(db: Path) -> None:
+def _open_tui(db: DbLocation | str) -> None:
     """The app on ``db``, after checking in plain text that it can be read at all."""
     from clonechat.tui import data
     from clonechat.tui.app import run_tui
@@ -150,7 +157,7 @@ def run(
     ] = False,
     backend: Annotated[str, typer.Option(help="Async backend: asyncio or trio.", hidden=True)] = "asyncio",
     models_file: ModelsFileOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_DB_TEXT,
 ) -> None:
     """Run a live clone dialogue, streamed here and stored turn by turn."""
     import anyio
@@ -225,7 +232,7 @@ def batch(
     ] = 10.0,
     backend: Annotated[str, typer.Option(help="Async backend: asyncio or trio.", hidden=True)] = "asyncio",
     models_file: ModelsFileOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_DB_TEXT,
 ) -> None:
     """Run an experiment: every condition x replicate of a spec, many dialogues at once.
 
@@ -265,7 +272,7 @@ def score(
     judge: Annotated[str, typer.Option(help="Model that judges, for --scorer judge.")] = "local",
     list_scorers: Annotated[bool, typer.Option("--list", help="List the scorers and stop.")] = False,
     models_file: ModelsFileOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_DB_TEXT,
 ) -> None:
     """Score the predictions of a stored experiment.
 
@@ -291,7 +298,7 @@ def report(
     out: Annotated[
         Path | None, typer.Option(help="Folder for report.md and the plots (default runs/reports/EXPERIMENT).")
     ] = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_DB_TEXT,
 ) -> None:
     """Write the experiment's report: Markdown and PNG plots.
 
@@ -357,7 +364,7 @@ def _dotenv_names() -> set[str]:
 def list_dialogues(
     experiment: Annotated[str | None, typer.Option(help="Only dialogues of this experiment.")] = None,
     limit: Annotated[int, typer.Option(help="Show at most this many, newest first.")] = 50,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_DB_TEXT,
 ) -> None:
     """List stored dialogues, newest first.
 
@@ -367,7 +374,7 @@ def list_dialogues(
     from clonechat.read.dialogues import dialogue_summaries
 
     def go() -> None:
-        if not db.exists():
+        if not db_location(db).exists():
             raise nothing_to_read(db)
         with open_reader(db) as reader:
             rows = [] if reader is None else dialogue_summaries(reader, experiment=experiment, limit=limit)
@@ -401,7 +408,7 @@ app.add_typer(db_app, name="db")
 
 
 @db_app.command("upgrade")
-def upgrade_database(db: DbOption = DEFAULT_DB) -> None:
+def upgrade_database(db: DbOption = DEFAULT_DB_TEXT) -> None:
     """Upgrade a database made by an older clonechat to this one's schema.
 
     One transaction. The display commands (ls, show, query, the TUI...) only read, so they
@@ -412,15 +419,16 @@ def upgrade_database(db: DbOption = DEFAULT_DB) -> None:
         from clonechat.store.database import Database
         from clonechat.store.migrations import SCHEMA_VERSION
 
-        state = schema_state_of(db) if db.is_file() else None
-        if state == (0, False) or not db.exists():
-            raise nothing_to_read(db)  # never turn an empty or missing file into a database
+        location = db_location(db)
+        state = schema_state_of(location)
+        if state == (0, False) or not location.exists():
+            raise nothing_to_read(location)  # never turn an empty or missing file into a database
         before = None if state is None else state[0]
-        Database.open(db, create=False).close()
+        Database.open(location, create=False).close()
         if before == SCHEMA_VERSION:
-            print(f"{db} is already at schema version {SCHEMA_VERSION}")
+            print(f"{location} is already at schema version {SCHEMA_VERSION}")
         else:
-            print(f"upgraded {db} from schema version {before} to {SCHEMA_VERSION}")
+            print(f"upgraded {location} from schema version {before} to {SCHEMA_VERSION}")
 
     report_errors(go)
 
@@ -432,7 +440,7 @@ def show(
         str | None, typer.Option(help="Print the path ending at this node instead of the dialogue's head.")
     ] = None,
     prompts: Annotated[bool, typer.Option("--prompts", help="Also print both agents' system prompts.")] = False,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_DB_TEXT,
 ) -> None:
     """Print one dialogue: a path through its tree, with per-turn metadata.
 
@@ -498,7 +506,7 @@ def _print_side(console: Console, node: Node) -> None:
 
 
 @app.command()
-def tui(db: DbOption = DEFAULT_DB) -> None:
+def tui(db: DbOption = DEFAULT_DB_TEXT) -> None:
     """Browse stored dialogues in a terminal UI (also what bare 'clonechat' opens)."""
     _open_tui(db)
 

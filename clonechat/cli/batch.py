@@ -24,6 +24,7 @@ from clonechat.batch.store import UNFINISHED, check_same_spec, load_jobs, provid
 from clonechat.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED
 from clonechat.engine.events import fan_out
 from clonechat.errors import ConfigError
+from clonechat.location import DbLocation
 from clonechat.read.experiments import experiment_counts, find_experiment, free_name, require_experiment
 from clonechat.registry import Registry
 from clonechat.scoring.runner import score_text
@@ -44,7 +45,7 @@ class BatchArgs:
     concurrency: int | None
     grace: float
     progress_interval: float
-    db: Path
+    db: DbLocation | str
     backend: str
 
 

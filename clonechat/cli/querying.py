@@ -20,9 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from clonechat.cli.app import DbOption, app
+from clonechat.cli.app import DEFAULT_DB_TEXT, DbOption, app
 from clonechat.cli.errors import report_errors
-from clonechat.constants import DEFAULT_DB
 from clonechat.errors import ConfigError
 
 #: Rows a terminal table shows before it says how many more there are.
@@ -120,7 +119,7 @@ def query(
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="Bind :NAME in the SQL, NAME=VALUE (repeatable).")
     ] = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_DB_TEXT,
 ) -> None:
     """Run SQL on the run database, read-only.
 
@@ -149,7 +148,7 @@ def search(
     ] = False,
     limit: Annotated[int, typer.Option(help="At most this many messages, best match first.")] = 50,
     fmt: FormatOption = OutputFormat.table,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_DB_TEXT,
 ) -> None:
     """Full-text search over every stored message."""
     from clonechat.query.search import MARK_END, MARK_START, search
@@ -185,7 +184,7 @@ def keywords(
     ] = None,
     experiment: Annotated[str | None, typer.Option(help="Only this experiment.")] = None,
     fmt: FormatOption = OutputFormat.table,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_DB_TEXT,
 ) -> None:
     """How often each dialogue's conversation uses each keyword.
 
@@ -213,7 +212,7 @@ def export(
     experiment: Annotated[str, typer.Argument(help="Experiment name (see 'clonechat ls').")],
     fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="File format.")] = ExportFormat.jsonl,
     out: Annotated[Path | None, typer.Option(help="Folder to write into (default runs/exports/EXPERIMENT).")] = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = DEFAULT_DB_TEXT,
 ) -> None:
     """Export everything stored about an experiment.
 

@@ -108,19 +108,32 @@ def server_reason(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def schema_state_of(path: Path) -> tuple[int, bool] | None:
-    """:func:`schema_state` of the file at ``path``, or ``None`` if it cannot be read as
-    SQLite; nothing is checked or changed."""
+def schema_state_of(location: DbLocation) -> tuple[int, bool] | None:
+    """:func:`schema_state` of the database at ``location``, or ``None`` if it cannot be read
+    (not SQLite, no file, a server that does not answer); nothing is checked or changed."""
+    if isinstance(location, ServerDatabase):
+        from sqlalchemy.exc import SQLAlchemyError
+
+        engine = server_engine(location, read_only=True)
+        try:
+            with engine.connect() as conn:
+                return server_schema_state(conn)
+        except SQLAlchemyError:
+            return None
+        finally:
+            engine.dispose()
+    if not location.is_file():
+        return None
     try:
-        conn = connect_readonly(path)
+        raw = connect_readonly(location)
     except sqlite3.Error:
         return None
     try:
-        return schema_state(conn)
+        return schema_state(raw)
     except sqlite3.Error:
         return None
     finally:
-        conn.close()
+        raw.close()
 
 
 def readonly_uri(path: Path) -> str:

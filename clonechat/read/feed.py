@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 from clonechat.engine.records import NodeRecord
 from clonechat.errors import StoreError
+from clonechat.location import DbLocation, db_location
 from clonechat.read.connect import open_sqlite, stored_time
 
 #: The raw connection a :class:`FeedReader` holds (for diagnostics and tests).
@@ -88,8 +89,11 @@ class FeedReader:
     Not thread-safe on its own: the caller serialises use (``DatabaseFeed`` holds a lock).
     """
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+    def __init__(self, path: DbLocation | str) -> None:
+        location = db_location(path)
+        if not isinstance(location, Path):
+            raise StoreError(f"following {location} live needs LISTEN/NOTIFY, which is not built yet")
+        self.path = location
         if not self.path.is_file():
             # mode=ro would fail anyway; say why in words rather than "unable to open".
             raise FileNotFoundError(f"no database at {self.path}")

@@ -21,6 +21,7 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import HelpPanel
 
+from clonechat.location import DbLocation, db_location
 from clonechat.measures import MeasureOptions, PredictionOptions
 from clonechat.session import DialogueRequest
 from clonechat.tui import data
@@ -66,9 +67,9 @@ class ClonechatApp(App[None]):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, db_path: Path | str) -> None:
+    def __init__(self, db_path: DbLocation | str) -> None:
         super().__init__()
-        self.db_path = Path(db_path)
+        self.db_path = db_location(db_path)
         self.sub_title = str(db_path)
         #: Batches started from here and still running (their child processes).
         self.batches_running = 0
@@ -155,7 +156,7 @@ class ClonechatApp(App[None]):
         self.push_screen(DialogueScreen(self.db_path, request=request))
 
 
-def run_tui(db_path: Path | str) -> None:
+def run_tui(db_path: DbLocation | str) -> None:
     """Run the app in this terminal until the user quits."""
     ClonechatApp(db_path).run()
 

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from clonechat.batch.spec import load_spec_file
+from clonechat.location import DbLocation
 from clonechat.registry import Registry, default_registry
 
 
@@ -42,7 +43,7 @@ def check_spec(path: Path, registry: Registry | None = None) -> str:
     return load_spec_file(path, registry=registry or default_registry()).name
 
 
-async def run_batch(spec: Path, db: Path) -> BatchResult:
+async def run_batch(spec: Path, db: DbLocation | str) -> BatchResult:
     """Run ``clonechat batch`` on ``spec`` to its end in a child process."""
     result = await anyio.run_process(
         [sys.executable, "-m", "clonechat", "batch", str(spec), "--db", str(db), "--json"], check=False

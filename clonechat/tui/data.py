@@ -10,8 +10,7 @@ another process never waits on us. A path with no database yet reads as empty.
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from clonechat.location import DbLocation
 from clonechat.read import dialogues
 from clonechat.read.connect import open_reader
 from clonechat.read.dialogues import DialogueSummary, Facets
@@ -20,7 +19,7 @@ from clonechat.read.dialogues import DialogueSummary, Facets
 DEFAULT_LIMIT = 500
 
 
-def check_readable(db_path: Path | str) -> None:
+def check_readable(db_path: DbLocation | str) -> None:
     """Raise the StoreError the browser would show if ``db_path`` cannot be opened (a directory,
     not SQLite, another program's database, another schema), so the command line can say it in
     one line and exit non-zero before the app takes the terminal. A missing file is fine: the
@@ -30,7 +29,7 @@ def check_readable(db_path: Path | str) -> None:
 
 
 def browse(
-    db_path: Path | str,
+    db_path: DbLocation | str,
     *,
     experiment: str | None = None,
     condition: str | None = None,
@@ -48,13 +47,13 @@ def browse(
         )
 
 
-def facets(db_path: Path | str) -> Facets:
+def facets(db_path: DbLocation | str) -> Facets:
     """Experiments, their conditions and the statuses that have at least one dialogue."""
     with open_reader(db_path) as reader:
         return Facets() if reader is None else dialogues.facets(reader)
 
 
-def experiment_of(db_path: Path | str, dialogue_id: str) -> str | None:
+def experiment_of(db_path: DbLocation | str, dialogue_id: str) -> str | None:
     """The name of the experiment a dialogue belongs to (``None`` if there is no such dialogue)."""
     with open_reader(db_path) as reader:
         return None if reader is None else dialogues.experiment_of(reader, dialogue_id)

@@ -32,13 +32,13 @@ import threading
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from types import TracebackType
 
 import anyio
 import anyio.to_thread
 
 from clonechat.engine.records import NodeRecord
+from clonechat.location import DbLocation, db_location
 from clonechat.read import feed as read_feed
 from clonechat.read.connect import stored_time
 from clonechat.read.feed import DialogueState, FeedReader
@@ -97,8 +97,10 @@ class DatabaseFeed:
     ``poll`` is blocking and thread-safe (a lock serialises it), so it can run in a worker thread.
     """
 
-    def __init__(self, path: Path | str, *, from_start: bool = False, node_filter: Iterable[str] | None = None) -> None:
-        self.path = Path(path)
+    def __init__(
+        self, path: DbLocation | str, *, from_start: bool = False, node_filter: Iterable[str] | None = None
+    ) -> None:
+        self.path = db_location(path)
         self._reader = FeedReader(self.path)
         self._lock = threading.Lock()
         self._node_filter: tuple[str, ...] | None = None

@@ -16,7 +16,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 from clonechat.analysis.data import ReportData
@@ -24,6 +23,7 @@ from clonechat.analysis.load import experiment_id, load_report_data
 from clonechat.analysis.report_tables import PHASE_ORDER, condition_order, ordered
 from clonechat.analysis.stats import chance_match_rate
 from clonechat.errors import NotFoundError
+from clonechat.location import DbLocation
 from clonechat.read.connect import Readable, open_existing
 from clonechat.read.dialogues import experiment_of
 from clonechat.read.scores import prediction_count
@@ -93,7 +93,7 @@ def order_scorers(names: Iterable[str]) -> tuple[str, ...]:
 
 
 @contextmanager
-def _database(db_path: Path | str) -> Iterator[Readable]:
+def _database(db_path: DbLocation | str) -> Iterator[Readable]:
     """The database opened read-only, as the browser opens it; here a missing one is an error."""
     with open_existing(db_path) as db:
         yield db
@@ -170,7 +170,7 @@ def _dialogue_experiment(db: Readable, dialogue_id: str) -> str:
     return name
 
 
-def turn_accuracy(db_path: Path | str, dialogue_id: str, scorer: str = DEFAULT_SCORER) -> list[TurnPoint]:
+def turn_accuracy(db_path: DbLocation | str, dialogue_id: str, scorer: str = DEFAULT_SCORER) -> list[TurnPoint]:
     """Every scored prediction of one dialogue for ``scorer``, by turn then variant."""
     with _database(db_path) as db:
         data = load_report_data(db, _dialogue_experiment(db, dialogue_id))
@@ -182,13 +182,13 @@ def turn_accuracy(db_path: Path | str, dialogue_id: str, scorer: str = DEFAULT_S
     return sorted(points, key=lambda p: (p.turn_index, p.variant))
 
 
-def condition_accuracy(db_path: Path | str, experiment: str, scorer: str = DEFAULT_SCORER) -> Accuracy:
+def condition_accuracy(db_path: DbLocation | str, experiment: str, scorer: str = DEFAULT_SCORER) -> Accuracy:
     """Mean ``scorer`` value per turn for each condition × variant, and each condition's
     shuffled baseline per turn (means over dialogues)."""
     return load_scores(db_path, experiment).accuracy(scorer)
 
 
-def coordination_summary(db_path: Path | str, experiment: str) -> list[CoordinationRow]:
+def coordination_summary(db_path: DbLocation | str, experiment: str) -> list[CoordinationRow]:
     """Per condition, task and phase: how many answer pairs, how often they matched, and the
     chance of a match between independent draws from the pooled answers."""
     return load_scores(db_path, experiment).coordination
@@ -204,7 +204,7 @@ class ScoresView:
     coordination: list[CoordinationRow]
 
 
-def load_scores(db_path: Path | str, experiment: str | None, dialogue_id: str | None = None) -> ScoresData:
+def load_scores(db_path: DbLocation | str, experiment: str | None, dialogue_id: str | None = None) -> ScoresData:
     """The screen's data, in one read: for the experiment, or (with ``dialogue_id``) for that
     one dialogue, whose experiment is found when ``experiment`` is None."""
     with _database(db_path) as db:

@@ -10,8 +10,8 @@ reads (its reader engine sees the same committed data, so a part that kept the r
 from __future__ import annotations
 
 from contextlib import ExitStack
-from pathlib import Path
 
+from clonechat.location import DbLocation
 from clonechat.read.connect import Readable, Reader, open_existing
 from clonechat.store.database import Database
 
@@ -19,7 +19,7 @@ from clonechat.store.database import Database
 class DatabaseAccess:
     """One screen's handles on one run database, closed together when the screen goes."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: DbLocation) -> None:
         self.path = path
         self._reader: Reader | None = None
         self._writer: Database | None = None

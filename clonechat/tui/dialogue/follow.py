@@ -8,11 +8,10 @@ which the batch may commit just before or after it, are scored once both are in
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from textual.widget import Widget
 
 from clonechat.engine.records import NodeRecord
+from clonechat.location import DbLocation
 from clonechat.read.sides import anchor
 from clonechat.tui.dialogue.messages import PredictionsScored, StatusChanged, TurnLanded
 from clonechat.tui.feed import DatabaseFeed
@@ -32,7 +31,7 @@ class BatchFollow(Widget):
         super().__init__()
         self.dialogue_id: str | None = None
 
-    def follow(self, db_path: Path, dialogue_id: str, stop_phrase: str | None) -> None:
+    def follow(self, db_path: DbLocation, dialogue_id: str, stop_phrase: str | None) -> None:
         """Start following. The feed opens here, at once: open it before reading the history,
         so a turn committed in between shows up in both (and is dropped as already shown by
         the screen) rather than in neither."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import ClassVar
 
 import anyio.to_thread
@@ -26,6 +25,7 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, Select, Static
 
 from clonechat.errors import ClonechatError
+from clonechat.location import DbLocation
 from clonechat.read.dialogues import DialogueSummary, Facets
 from clonechat.tui import data
 from clonechat.tui.screens import PaletteCommand
@@ -63,7 +63,7 @@ class BrowseQuery:
     text: str | None = None
 
 
-def _fetch(db_path: Path, query: BrowseQuery, with_facets: bool) -> tuple[Facets | None, list[DialogueSummary]]:
+def _fetch(db_path: DbLocation, query: BrowseQuery, with_facets: bool) -> tuple[Facets | None, list[DialogueSummary]]:
     """Runs in a worker thread: the rows for ``query`` and, when asked, fresh facets."""
     found = data.facets(db_path) if with_facets else None
     rows = data.browse(
@@ -114,7 +114,7 @@ class BrowserScreen(Screen[None]):
     class NewDialogueRequested(Message):
         """The user asked to start a new live dialogue (``n``)."""
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: DbLocation) -> None:
         super().__init__()
         self.db_path = db_path
         self.facets: Facets | None = None

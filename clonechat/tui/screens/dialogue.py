@@ -21,6 +21,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 from textual.worker import Worker
 
+from clonechat.location import DbLocation
 from clonechat.read.dialogues import resolve_dialogue
 from clonechat.session import DialogueRequest
 from clonechat.tui.dialogue.access import DatabaseAccess
@@ -50,7 +51,7 @@ class DialogueScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = BINDINGS
 
     def __init__(
-        self, db_path: Path, *, dialogue_id: str | None = None, request: DialogueRequest | None = None
+        self, db_path: DbLocation, *, dialogue_id: str | None = None, request: DialogueRequest | None = None
     ) -> None:
         super().__init__()
         self.db_path = db_path

@@ -26,6 +26,7 @@ from textual.widgets import DataTable, Footer, Header, Select, Static
 from textual_plotext import PlotextPlot
 
 from clonechat.errors import ClonechatError
+from clonechat.location import DbLocation, db_location
 from clonechat.tui.scores_data import DEFAULT_SCORER, CoordinationRow, ScoresData, ScoresView, TurnMean, load_scores
 from clonechat.tui.screens import PaletteCommand
 
@@ -93,9 +94,11 @@ class ScoresScreen(Screen[None]):
         Binding("s", "pick_scorer", "Scorer"),
     ]
 
-    def __init__(self, db_path: Path | str, *, experiment: str | None = None, dialogue_id: str | None = None) -> None:
+    def __init__(
+        self, db_path: DbLocation | str, *, experiment: str | None = None, dialogue_id: str | None = None
+    ) -> None:
         super().__init__()
-        self.db_path = Path(db_path)
+        self.db_path = db_location(db_path)
         self.experiment = experiment
         self.dialogue_id = dialogue_id
         self.view: ScoresView | None = None
