@@ -327,7 +327,7 @@ async def run_batch(
     registry, pool = provider_pool(loaded)
     try:
         async with open_writer(db) as writer:
-            experiment_id = await writer.call(lambda conn: store_plan(conn, loaded, loaded.name))
+            experiment_id = (await writer.call(lambda conn: store_plan(conn, loaded, loaded.name))).experiment_id
             jobs: list[DialogueJob] = await anyio.to_thread.run_sync(
                 lambda: load_jobs(db, experiment_id, UNFINISHED, pool, registry)
             )

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Mapping
-from contextlib import closing, contextmanager
-from pathlib import Path
+from contextlib import contextmanager
 from typing import Any
 
 from clonechat.engine.dialogue import Agent, DialogueSettings, opening_node
@@ -45,8 +43,8 @@ def settings(dialogue_id: str = "D1", **kw: object) -> DialogueSettings:
     return DialogueSettings(dialogue_id=dialogue_id, **values)  # type: ignore[arg-type]
 
 
-def stored_conversations(db_path: Path) -> dict[tuple[str, str, int], list[tuple[str, int, str]]]:
-    """Every dialogue's current conversation, read with plain sqlite3: (experiment, condition,
+def stored_conversations(db_path: Any) -> dict[tuple[str, str, int], list[tuple[str, int, str]]]:
+    """Every dialogue's current conversation, read with plain SQL (either backend): (experiment, condition,
     replicate) -> [(speaker, turn_index, content), ...] from the opening to the head."""
     query = """
         WITH RECURSIVE path(dialogue_id, node_id, depth) AS (
@@ -65,15 +63,15 @@ def stored_conversations(db_path: Path) -> dict[tuple[str, str, int], list[tuple
         ORDER BY e.name, c.name, d.replicate, path.depth DESC
     """
     out: dict[tuple[str, str, int], list[tuple[str, int, str]]] = {}
-    with closing(sqlite3.connect(db_path)) as conn:
+    with raw_sql(db_path) as conn:
         for experiment, condition, replicate, speaker, turn_index, content in conn.execute(query):
             out.setdefault((experiment, condition, replicate), []).append((speaker, turn_index, content))
     return out
 
 
-def statuses(db_path: Path) -> dict[str, int]:
-    with closing(sqlite3.connect(db_path)) as conn:
-        return dict(conn.execute("SELECT status, count(*) FROM dialogue GROUP BY status").fetchall())
+def statuses(db_path: Any) -> dict[str, int]:
+    with raw_sql(db_path) as conn:
+        return {str(s): int(n) for s, n in conn.execute("SELECT status, count(*) FROM dialogue GROUP BY status")}
 
 
 class RawSql:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,9 +18,12 @@ from clonechat.batch.progress import BatchProgress, progress_line
 from clonechat.batch.store import DialogueJob
 from clonechat.cli import app
 from clonechat.engine.events import DialogueEnded, DialogueStarted, NodeCompleted
+from clonechat.location import DbLocation
+from clonechat.read.connect import schema_state_of
 from clonechat.providers.scripted import ScriptedProvider
 from clonechat.session import PreparedDialogue
-from tests.helpers import new_path, settings, statuses, stored_conversations, two_agents
+from tests.conftest import on_both_backends as both_backends
+from tests.helpers import new_path, raw_sql, settings, statuses, stored_conversations, two_agents
 from tests.servers.fake_model import FakeModelServer, Hang, Reply, Stream, fake_model_server, openai_body, openai_events
 
 SCRIPTED = """\
@@ -51,13 +52,14 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def node_count(db: Path) -> int:
-    with closing(sqlite3.connect(db)) as conn:
+def node_count(db: DbLocation) -> int:
+    with raw_sql(db) as conn:
         return int(conn.execute("SELECT count(*) FROM node").fetchone()[0])
 
 
-def test_batch_runs_every_dialogue_then_rerun_resumes_nothing(tmp_path: Path) -> None:
-    spec, db = write(tmp_path / "scr.toml", SCRIPTED), tmp_path / "r.db"
+@both_backends
+def test_batch_runs_every_dialogue_then_rerun_resumes_nothing(tmp_path: Path, db_path: DbLocation) -> None:
+    spec, db = write(tmp_path / "scr.toml", SCRIPTED), db_path
     result = batch(spec, "--db", db, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -95,8 +97,9 @@ def test_same_seed_same_content_and_trio_backend(tmp_path: Path) -> None:
     assert stored_conversations(tmp_path / "a.db") == stored_conversations(tmp_path / "b.db")
 
 
-def test_changed_spec_is_refused_unless_new(tmp_path: Path) -> None:
-    spec, db = write(tmp_path / "scr.toml", SCRIPTED), tmp_path / "r.db"
+@both_backends
+def test_changed_spec_is_refused_unless_new(tmp_path: Path, db_path: DbLocation) -> None:
+    spec, db = write(tmp_path / "scr.toml", SCRIPTED), db_path
     assert batch(spec, "--db", db).exit_code == 0
     nodes = node_count(db)
     write(spec, SCRIPTED.replace("max_turns = 5", "max_turns = 6").replace("concurrency = 4", "concurrency = 8"))
@@ -115,8 +118,9 @@ def test_changed_spec_is_refused_unless_new(tmp_path: Path) -> None:
     assert all(len(path) == 7 for key, path in stored_conversations(db).items() if key[0] == "scr-2")
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
-    spec, db = write(tmp_path / "scr.toml", SCRIPTED), tmp_path / "r.db"
+@both_backends
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, db_path: DbLocation) -> None:
+    spec, db = write(tmp_path / "scr.toml", SCRIPTED), db_path
     result = CliRunner().invoke(app, ["batch", str(spec), "--db", str(db), "--dry-run"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "plan for experiment 'scr'" in result.stdout
@@ -125,10 +129,14 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
     plan = json.loads(batch(spec, "--db", db, "--dry-run", "--json").stdout)
     assert plan["dialogues"] == 6 and plan["model_calls"] == 30
     assert plan["output_tokens_max"] == 30 * 200
-    assert not db.exists()
+    if isinstance(db, Path):
+        assert not db.exists()
+    else:
+        assert schema_state_of(db) == (0, False)  # no table was created
 
 
-def test_usage_errors(tmp_path: Path) -> None:
+@both_backends
+def test_usage_errors(tmp_path: Path, db_path: DbLocation) -> None:
     spec = write(tmp_path / "scr.toml", SCRIPTED)
     for args, message in [
         ([], "give exactly one of SPEC, --resume EXPERIMENT or --retry-failed EXPERIMENT"),
@@ -136,12 +144,12 @@ def test_usage_errors(tmp_path: Path) -> None:
         (["--resume", "x", "--new"], "--new starts a fresh experiment"),
         ([spec, "--concurrency", "0"], "--concurrency must be at least 1"),
     ]:
-        result = batch(*args, "--db", tmp_path / "r.db")
+        result = batch(*args, "--db", db_path)
         assert result.exit_code == 2
         assert message in result.stderr
-    assert batch("--resume", "nope", "--db", tmp_path / "r.db").exit_code == 1  # no database yet
-    assert batch(spec, "--db", tmp_path / "r.db").exit_code == 0
-    missing = batch("--resume", "nope", "--db", tmp_path / "r.db")
+    assert batch("--resume", "nope", "--db", db_path).exit_code == 1  # no database yet
+    assert batch(spec, "--db", db_path).exit_code == 0
+    missing = batch("--resume", "nope", "--db", db_path)
     assert "no experiment named 'nope'" in missing.stderr
 
 
@@ -167,19 +175,22 @@ idle_timeout = 60
 """
 
 
-def test_failed_dialogue_is_marked_others_go_on_and_retry_failed_reruns_only_it(tmp_path: Path) -> None:
+@both_backends
+def test_failed_dialogue_is_marked_others_go_on_and_retry_failed_reruns_only_it(
+    tmp_path: Path, db_path: DbLocation
+) -> None:
     with fake_model_server(Reply(body=openai_body("fine, thanks"))) as server:
         # Concurrency 1: the 4th request is dialogue 2's second turn. A 400 is not retried.
         server.script = [Reply(body=openai_body(f"turn {i}")) for i in range(3)]
         server.script += [Reply(body=openai_body("turn 3")), Reply(400, {"error": {"message": "bad request"}})]
-        spec, db = write(tmp_path / "srv.toml", server_spec(server)), tmp_path / "r.db"
+        spec, db = write(tmp_path / "srv.toml", server_spec(server)), db_path
         result = batch(spec, "--db", db, "--json")
         assert result.exit_code == 1, result.output
         summary = json.loads(result.stdout)
         assert summary["dialogues"] == {"total": 3, "completed": 2, "failed": 1}
         [failure] = summary["this_run"]["failures"]
         assert "400" in failure["error"] and "bad request" in failure["error"]
-        with closing(sqlite3.connect(db)) as conn:
+        with raw_sql(db) as conn:
             failed_id, error = conn.execute("SELECT id, error FROM dialogue WHERE status = 'failed'").fetchone()
             assert "400" in error
             # The failed turn is kept as an error node hanging off the last good turn.
@@ -192,8 +203,12 @@ def test_failed_dialogue_is_marked_others_go_on_and_retry_failed_reruns_only_it(
         assert retried.exit_code == 0, retried.output
         assert json.loads(retried.stdout)["dialogues"] == {"total": 3, "completed": 3}
         assert len(server.requests) - requests == 2  # only the failed dialogue's remaining two turns
-        with closing(sqlite3.connect(db)) as conn:
-            after = dict(conn.execute("SELECT id, updated_at FROM dialogue WHERE id != ?", (failed_id,)).fetchall())
+        with raw_sql(db) as conn:
+            after = dict(
+                conn.execute(
+                    "SELECT id, updated_at FROM dialogue WHERE id != :failed", {"failed": failed_id}
+                ).fetchall()
+            )
         assert after == before  # the others untouched
         for key, path in stored_conversations(db).items():
             assert [t for _, t, _ in path] == [0, 1, 2, 3]
@@ -221,12 +236,13 @@ def wait_for(condition: object, timeout: float = 30) -> None:
     raise AssertionError("timed out waiting")
 
 
-def test_first_ctrl_c_lets_turns_in_flight_finish_and_starts_nothing_new(tmp_path: Path) -> None:
+@both_backends
+def test_first_ctrl_c_lets_turns_in_flight_finish_and_starts_nothing_new(tmp_path: Path, db_path: DbLocation) -> None:
     # Each reply streams for about a second, so the signal lands mid-turn.
     slow = Stream(openai_events("a slow but complete reply"), delay=0.2)
     with fake_model_server(slow) as server:
         text = server_spec(server, stream=True, replicates=4, turns=3).replace("concurrency = 1", "concurrency = 2")
-        spec, db = write(tmp_path / "srv.toml", text), tmp_path / "r.db"
+        spec, db = write(tmp_path / "srv.toml", text), db_path
         proc = start_batch(spec, "--db", db, "--json")
         wait_for(lambda: len(server.requests) >= 3)  # two turns done or in flight, a third started
         proc.send_signal(signal.SIGINT)
@@ -236,7 +252,7 @@ def test_first_ctrl_c_lets_turns_in_flight_finish_and_starts_nothing_new(tmp_pat
     summary = json.loads(out)
     assert summary["stopped_by_user"] is True
     assert summary["dialogues"] == {"total": 4, "interrupted": 2, "pending": 2}
-    with closing(sqlite3.connect(db)) as conn:
+    with raw_sql(db) as conn:
         rows = conn.execute("SELECT stop_reason FROM dialogue WHERE status = 'interrupted'").fetchall()
         assert rows == [("stopped",), ("stopped",)]
     # Every request the server answered became a stored turn: the turns in flight finished.
@@ -251,9 +267,10 @@ def test_first_ctrl_c_lets_turns_in_flight_finish_and_starts_nothing_new(tmp_pat
         # experiment is the honest way. (A moved server is a new experiment.)
 
 
-def test_second_ctrl_c_cancels_turns_in_flight(tmp_path: Path) -> None:
+@both_backends
+def test_second_ctrl_c_cancels_turns_in_flight(tmp_path: Path, db_path: DbLocation) -> None:
     with fake_model_server(Hang(30)) as server:
-        spec, db = write(tmp_path / "srv.toml", server_spec(server)), tmp_path / "r.db"
+        spec, db = write(tmp_path / "srv.toml", server_spec(server)), db_path
         proc = start_batch(spec, "--db", db)
         wait_for(lambda: len(server.requests) >= 1)
         proc.send_signal(signal.SIGINT)
@@ -262,15 +279,16 @@ def test_second_ctrl_c_cancels_turns_in_flight(tmp_path: Path) -> None:
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, out + err
     assert "cancelling the turns in flight now" in out
-    with closing(sqlite3.connect(db)) as conn:
+    with raw_sql(db) as conn:
         rows = conn.execute("SELECT status, stop_reason FROM dialogue ORDER BY replicate").fetchall()
     assert rows == [("interrupted", "cancelled"), ("pending", None), ("pending", None)]
     assert all(len(path) == 1 for path in stored_conversations(db).values())  # nothing half-written
 
 
-def test_grace_period_then_cancel(tmp_path: Path) -> None:
+@both_backends
+def test_grace_period_then_cancel(tmp_path: Path, db_path: DbLocation) -> None:
     with fake_model_server(Hang(30)) as server:
-        spec, db = write(tmp_path / "srv.toml", server_spec(server)), tmp_path / "r.db"
+        spec, db = write(tmp_path / "srv.toml", server_spec(server)), db_path
         proc = start_batch(spec, "--db", db, "--grace", "0.5")
         wait_for(lambda: len(server.requests) >= 1)
         started = time.monotonic()
@@ -283,11 +301,14 @@ def test_grace_period_then_cancel(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["rerun spec", "--resume"])
-def test_resume_after_stop_completes_exactly_like_an_uninterrupted_run(tmp_path: Path, how: str) -> None:
+@both_backends
+def test_resume_after_stop_completes_exactly_like_an_uninterrupted_run(
+    tmp_path: Path, db_path: DbLocation, how: str
+) -> None:
     slow = Stream(openai_events("steady"), delay=0.1)
     with fake_model_server(slow) as server:
         text = server_spec(server, stream=True, replicates=3, turns=4)
-        spec, db = write(tmp_path / "srv.toml", text), tmp_path / "r.db"
+        spec, db = write(tmp_path / "srv.toml", text), db_path
         proc = start_batch(spec, "--db", db)
         wait_for(lambda: len(server.requests) >= 6)
         proc.send_signal(signal.SIGINT)
@@ -328,7 +349,7 @@ def test_smoke_spec_runs_on_the_embedded_model(tmp_path: Path) -> None:
     for path in conversations.values():
         assert 2 <= len(path) <= 5
         assert all(content.strip() for _, turn_index, content in path if turn_index > 0)
-    with closing(sqlite3.connect(db)) as conn:
+    with raw_sql(db) as conn:
         models = {row[0] for row in conn.execute("SELECT DISTINCT model FROM node WHERE kind = 'turn'")}
     assert models == {"SmolLM2-135M-Instruct-Q4_1"}
 

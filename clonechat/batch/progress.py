@@ -25,6 +25,7 @@ from rich.text import Text
 from clonechat.batch.store import DialogueJob
 from clonechat.engine.events import DialogueEnded, DialogueStarted, Event, NodeCompleted
 from clonechat.providers.base import ProviderLoad
+from clonechat.read.workers import ExperimentTotals
 
 #: Seconds of history the turn rate (and so the ETA) is computed over.
 RATE_WINDOW = 30.0
@@ -60,6 +61,8 @@ class BatchProgress:
     started_at: float = field(default_factory=time.monotonic)
     #: Requests in flight and queued per backend, read when the progress is shown.
     loads: Callable[[], Sequence[ProviderLoad]] | None = None
+    #: The whole experiment, every worker on every host (refreshed with the heartbeat).
+    experiment: ExperimentTotals | None = None
     _condition_of: dict[str, str] = field(default_factory=dict)
     _turns_left_of: dict[str, int] = field(default_factory=dict)
     _samples: deque[tuple[float, int]] = field(default_factory=deque)
@@ -70,14 +73,18 @@ class BatchProgress:
     ) -> BatchProgress:
         progress = cls(loads=loads)
         for job in jobs:
-            entry = progress.conditions.setdefault(job.condition, ConditionProgress(job.condition))
-            entry.total += 1
-            done = sum(1 for node in job.prepared.path if node.kind == "turn")
-            left = max(0, job.prepared.settings.max_turns - done)
-            entry.turns_left += left
-            progress._condition_of[job.dialogue_id] = job.condition
-            progress._turns_left_of[job.dialogue_id] = left
+            progress.add_job(job)
         return progress
+
+    def add_job(self, job: DialogueJob) -> None:
+        """Count a dialogue this process runs (a worker adds each one as it claims it)."""
+        entry = self.conditions.setdefault(job.condition, ConditionProgress(job.condition))
+        entry.total += 1
+        done = sum(1 for node in job.prepared.path if node.kind == "turn")
+        left = max(0, job.prepared.settings.max_turns - done)
+        entry.turns_left += left
+        self._condition_of[job.dialogue_id] = job.condition
+        self._turns_left_of[job.dialogue_id] = left
 
     async def __call__(self, event: Event) -> None:
         if isinstance(event, NodeCompleted):
@@ -207,16 +214,30 @@ def progress_table(progress: BatchProgress, title: str) -> Table:
     return table
 
 
+def experiment_summary(progress: BatchProgress) -> str:
+    """The whole experiment across workers: "experiment: 40/120 done, 3 workers"."""
+    totals = progress.experiment
+    if totals is None:
+        return ""
+    done = totals.count(("completed",))
+    failed = totals.count(("failed",))
+    workers = f"{totals.workers} worker{'s' if totals.workers != 1 else ''}"
+    return f"experiment: {done}/{totals.dialogues} done, {failed} failed, {workers}"
+
+
 def progress_line(progress: BatchProgress, title: str) -> str:
     conditions = progress.conditions.values()
     total = sum(c.total for c in conditions)
     done = sum(c.done for c in conditions)
     running = sum(c.running for c in conditions)
     requests = requests_summary(progress)
+    whole = experiment_summary(progress)
     return (
         f"{time.strftime('%H:%M:%S')} {title}: {done}/{total} dialogues done, {running} running, "
         f"{len(progress.failures)} failed · {progress.turns} turns · {progress.rate():.1f} turns/s · "
-        f"ETA {_duration(progress.eta())}" + (f" · requests {requests}" if requests else "")
+        f"ETA {_duration(progress.eta())}"
+        + (f" · {whole}" if whole else "")
+        + (f" · requests {requests}" if requests else "")
     )
 
 
@@ -242,11 +263,11 @@ class RichProgress(_View):
 
     def _render(self) -> RenderableType:
         table = progress_table(self.progress, self.title)
-        requests = requests_summary(self.progress)
-        if not requests:
-            return table
         # Under the table, not its caption: a caption wraps at the table's width.
-        return Group(table, Text(f"requests · {requests}", style="dim", no_wrap=True, overflow="ellipsis"))
+        requests = requests_summary(self.progress)
+        texts = (experiment_summary(self.progress), f"requests · {requests}" if requests else "")
+        lines = [Text(text, style="dim", no_wrap=True, overflow="ellipsis") for text in texts if text]
+        return Group(table, *lines) if lines else table
 
     async def show(self) -> None:
         """Redraw until cancelled."""

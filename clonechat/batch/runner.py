@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Protocol
 
 import anyio
 import anyio.lowlevel
@@ -67,31 +68,72 @@ class BatchControl:
         return self.stopping.is_set() or self.scope.cancel_called
 
 
+class JobSource(Protocol):
+    """Where a batch's dialogues come from: a fixed list (:class:`ListedJobs`), or claims on a
+    shared experiment (:class:`clonechat.batch.worker.LeasedJobs`)."""
+
+    async def next_job(self) -> DialogueJob | None:
+        """The next dialogue to run, waiting if others may still become free; None: no more."""
+        ...
+
+    def started(self, job: DialogueJob, scope: anyio.CancelScope) -> None:
+        """``job`` is running under ``scope`` (cancelling it abandons that dialogue alone)."""
+        ...
+
+    async def finished(self, job: DialogueJob) -> None:
+        """``job`` ended (or was abandoned); called on the way out, even when cancelled."""
+        ...
+
+
+class ListedJobs:
+    """A fixed list of jobs, each run once."""
+
+    def __init__(self, jobs: Sequence[DialogueJob]) -> None:
+        self._jobs = list(reversed(jobs))
+
+    async def next_job(self) -> DialogueJob | None:
+        return self._jobs.pop() if self._jobs else None
+
+    def started(self, job: DialogueJob, scope: anyio.CancelScope) -> None:
+        pass
+
+    async def finished(self, job: DialogueJob) -> None:
+        pass
+
+
 async def run_jobs(
-    jobs: Sequence[DialogueJob], *, concurrency: int, emit: EventSink, control: BatchControl
+    jobs: Sequence[DialogueJob] | JobSource, *, concurrency: int, emit: EventSink, control: BatchControl
 ) -> dict[str, DialogueOutcome]:
     """Run ``jobs`` with at most ``concurrency`` dialogues in flight; returns the outcome of
     each dialogue that ended (an interrupted one has none if it was cancelled mid-turn)."""
     outcomes: dict[str, DialogueOutcome] = {}
-    send, receive = anyio.create_memory_object_stream[DialogueJob](max_buffer_size=max(1, len(jobs)))
-    for job in jobs:
-        send.send_nowait(job)
-    send.close()
+    source: JobSource = ListedJobs(jobs) if isinstance(jobs, Sequence) else jobs
+    workers = min(concurrency, len(jobs)) if isinstance(jobs, Sequence) else concurrency
 
     async def worker() -> None:
-        async for job in receive:
-            if control.stopping.is_set():
+        while not control.stopping.is_set():
+            job = await source.next_job()
+            if job is None or control.stopping.is_set():
+                if job is not None:
+                    await source.finished(job)
                 return
             p = job.prepared
-            outcomes[job.dialogue_id] = await run_dialogue(p.settings, p.agents, p.path, emit, stop=control.stopping)
+            try:
+                with anyio.CancelScope() as scope:
+                    source.started(job, scope)
+                    outcomes[job.dialogue_id] = await run_dialogue(
+                        p.settings, p.agents, p.path, emit, stop=control.stopping
+                    )
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await source.finished(job)
 
     with control.scope, _batch_gc():
         async with anyio.create_task_group() as tg:
-            for index in range(min(concurrency, len(jobs))):
+            for index in range(workers):
                 if index and index % START_GROUP == 0:
                     # Let each group reach its first model call before starting the next, so a
                     # thousand first requests do not all run in one pass of the event loop.
                     await anyio.lowlevel.checkpoint()
                 tg.start_soon(worker)
-    receive.close()
     return outcomes

@@ -22,7 +22,7 @@ from clonechat.errors import ConfigError
 from clonechat.measures import prompt_hashes
 from clonechat.read.connect import Readable
 from clonechat.read.dialogues import prompt_texts
-from clonechat.read.resume import resume_points
+from clonechat.read.resume import ResumePoint, resume_point, resume_points
 from clonechat.registry import ProviderPool, Registry
 from clonechat.session import PreparedDialogue, resume_dialogue, store_condition, store_dialogue
 from clonechat.store import writes
@@ -73,8 +73,20 @@ def check_same_spec(db: Readable, experiment: Experiment, loaded: LoadedSpec) ->
     )
 
 
-def store_plan(conn: Connection, loaded: LoadedSpec, name: str) -> str:
-    """Write the experiment and every planned dialogue; returns the experiment id."""
+@dataclass(frozen=True)
+class StoredPlan:
+    experiment_id: str
+    #: False: another worker stored it first (the caller checks it is the same spec).
+    created: bool
+
+
+def store_plan(conn: Connection, loaded: LoadedSpec, name: str) -> StoredPlan:
+    """Write the experiment and every planned dialogue, exactly once: under a lock on the
+    name, a plan already stored (by a worker that started in the same second, on another
+    host) is left as it is and its id returned."""
+    existing = writes.lock_experiment_name(conn, name)
+    if existing is not None:
+        return StoredPlan(existing, created=False)
     experiment_id = writes.ensure_experiment(conn, name, spec=loaded.text, spec_hash=loaded.canonical_hash)
     blueprints = {c.name: c.blueprint for c in loaded.conditions}
     stored = {name: store_condition(conn, plan, experiment_id) for name, plan in blueprints.items()}
@@ -88,7 +100,7 @@ def store_plan(conn: Connection, loaded: LoadedSpec, name: str) -> str:
             first_speaker=planned.first_speaker,
             condition=stored[planned.condition],
         )
-    return experiment_id
+    return StoredPlan(experiment_id, created=True)
 
 
 def provider_pool(loaded: LoadedSpec) -> tuple[Registry, ProviderPool]:
@@ -123,7 +135,16 @@ def load_jobs(
     """Every dialogue of the experiment in one of ``statuses``, ready to continue from its
     head, interleaved across conditions. A few queries for the whole experiment, not a few per
     dialogue, so a thousand dialogues load in well under a second."""
-    points = resume_points(db, experiment_id, statuses)
+    return prepare_jobs(db, resume_points(db, experiment_id, statuses), pool, registry)
+
+
+def load_job(db: Readable, dialogue_id: str, pool: ProviderPool, registry: Registry) -> DialogueJob:
+    """One dialogue, ready to continue from its committed head (a worker that just claimed it)."""
+    return prepare_jobs(db, [resume_point(db, dialogue_id)], pool, registry)[0]
+
+
+def prepare_jobs(db: Readable, points: list[ResumePoint], pool: ProviderPool, registry: Registry) -> list[DialogueJob]:
+    """The stored dialogues at ``points`` as jobs: agents, settings and the prompts they need."""
     for point in points:
         if not point.path:
             raise ConfigError(f"dialogue {point.dialogue.id} has no opening stored; it cannot be continued")

@@ -230,6 +230,13 @@ def batch(
     progress_interval: Annotated[
         float, typer.Option(help="Without a terminal: seconds between progress lines.")
     ] = 10.0,
+    lease: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a worker's claim on a dialogue lasts without a heartbeat; a killed worker's "
+            "dialogues continue elsewhere after this."
+        ),
+    ] = 30.0,
     backend: Annotated[str, typer.Option(help="Async backend: asyncio or trio.", hidden=True)] = "asyncio",
     models_file: ModelsFileOption = None,
     db: DbOption = DEFAULT_DB_TEXT,
@@ -237,7 +244,9 @@ def batch(
     """Run an experiment: every condition x replicate of a spec, many dialogues at once.
 
     Re-running the same spec resumes it exactly where it stopped. The first Ctrl-C lets the
-    turns in flight finish; a second cancels them.
+    turns in flight finish; a second cancels them. Started on several hosts against one
+    PostgreSQL database (--db postgresql://...), the workers share the experiment: each claims
+    dialogues by lease, and a dead worker's dialogues continue on the others.
     """
     from clonechat.cli.batch import BatchArgs, batch_command
 
@@ -256,6 +265,7 @@ def batch(
             progress_interval=progress_interval,
             db=db,
             backend=backend,
+            lease_seconds=lease,
         )
         return batch_command(args, registry)
 

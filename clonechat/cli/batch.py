@@ -20,7 +20,8 @@ from clonechat.batch.estimate import estimate
 from clonechat.batch.progress import BatchProgress, PlainProgress, RichProgress
 from clonechat.batch.runner import BatchControl, run_jobs
 from clonechat.batch.spec import LoadedSpec, load_spec_file, parse_spec
-from clonechat.batch.store import UNFINISHED, check_same_spec, load_jobs, provider_pool, store_plan
+from clonechat.batch.store import UNFINISHED, check_same_spec, provider_pool, store_plan
+from clonechat.batch.worker import DEFAULT_LEASE_SECONDS, LeasedJobs
 from clonechat.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED
 from clonechat.engine.events import fan_out
 from clonechat.errors import ConfigError
@@ -47,6 +48,7 @@ class BatchArgs:
     progress_interval: float
     db: DbLocation | str
     backend: str
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
 
 
 def _mode(args: BatchArgs) -> str:
@@ -66,6 +68,8 @@ def _mode(args: BatchArgs) -> str:
         raise ConfigError(f"--concurrency must be at least 1 (got {args.concurrency})")
     if args.grace < 0:
         raise ConfigError(f"--grace must not be negative (got {args.grace})")
+    if not args.lease_seconds > 0:
+        raise ConfigError(f"--lease must be a positive number of seconds (got {args.lease_seconds:g})")
     return given[0]
 
 
@@ -179,6 +183,8 @@ class BatchResult:
     progress: BatchProgress
     jobs: int
     stopped: bool
+    #: Dialogues whose lease this worker lost (another worker continues them).
+    lost: int = 0
 
 
 async def execute(
@@ -192,23 +198,41 @@ async def execute(
     grace: float,
     console: Console,
     plain_interval: float | None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
 ) -> BatchResult:
     """Store the plan if ``experiment_id`` is None, then run every dialogue in ``statuses``."""
     registry, pool = provider_pool(loaded)
     try:
         async with open_writer(db) as writer:
-            created = experiment_id is None
+            created = False
             if experiment_id is None:
-                experiment_id = await writer.call(lambda conn: store_plan(conn, loaded, name))
+                plan = await writer.call(lambda conn: store_plan(conn, loaded, name))
+                experiment_id, created = plan.experiment_id, plan.created
+                if not created:
+                    # Another worker stored it a moment ago: join it, if it is the same spec.
+                    stored = await anyio.to_thread.run_sync(lambda: require_experiment(db, name))
+                    check_same_spec(db, stored, loaded)
+                    console.print(f"joining experiment '{escape(name)}' (another worker stored its plan)")
             eid = experiment_id
-            jobs = await anyio.to_thread.run_sync(lambda: load_jobs(db, eid, statuses, pool, registry))
-            progress = BatchProgress.for_jobs(jobs, pool.loads)
+            progress = BatchProgress(loads=pool.loads)
             control = BatchControl()
-            if not jobs:
-                return BatchResult(name, eid, created, progress, 0, stopped=False)
-            conditions = [job.condition for job in jobs]
+            source = LeasedJobs(
+                db,
+                writer,
+                eid,
+                statuses,
+                pool,
+                registry,
+                concurrency=concurrency,
+                lease_seconds=lease_seconds,
+                progress=progress,
+                stopping=control.stopping,
+                say=lambda line: console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False),
+            )
+            await source.start()
+            await source.refresh_totals()
             notes = await anyio.to_thread.run_sync(
-                lambda: capacity_notes(loaded.conditions, conditions, concurrency, pool)
+                lambda: capacity_notes(loaded.conditions, _planned_conditions(loaded), concurrency, pool)
             )
             for note in notes:
                 console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
@@ -218,15 +242,27 @@ async def execute(
                 if plain_interval is not None
                 else RichProgress(progress, console, title)
             )
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_stop_on_signals, control, grace, console)
-                tg.start_soon(view.show)
-                await run_jobs(jobs, concurrency=concurrency, emit=fan_out(Recorder(writer), progress), control=control)
-                tg.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_stop_on_signals, control, grace, console)
+                    tg.start_soon(source.heartbeat)
+                    tg.start_soon(view.show)
+                    await run_jobs(
+                        source, concurrency=concurrency, emit=fan_out(Recorder(writer), progress), control=control
+                    )
+                    tg.cancel_scope.cancel()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await source.close()
     finally:
         with anyio.CancelScope(shield=True):
             await pool.aclose()
-    return BatchResult(name, eid, created, progress, len(jobs), control.stopped)
+    return BatchResult(name, eid, created, progress, len(source.claimed), control.stopped, len(source.lost))
+
+
+def _planned_conditions(loaded: LoadedSpec) -> list[str]:
+    """Each planned dialogue's condition (what the capacity notes weigh the endpoints by)."""
+    return [planned.condition for planned in loaded.dialogues()]
 
 
 def _summary(db: Database, result: BatchResult, exit_code: int) -> dict[str, Any]:
@@ -320,6 +356,7 @@ def batch_command(args: BatchArgs, registry: Registry) -> int:
                 grace=args.grace,
                 console=console,
                 plain_interval=plain,
+                lease_seconds=args.lease_seconds,
             ),
             backend=args.backend,
         )

@@ -61,3 +61,11 @@ def insert_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequ
     )
     result = conn.exec_driver_sql(sql, [tuple(convert(v) for v in row) for row in rows])
     return int(result.rowcount or 0)
+
+
+def lock_for(conn: Connection, key: str) -> None:
+    """Serialise transactions that work on ``key`` until the caller's transaction ends: a
+    PostgreSQL advisory lock (many processes, many hosts). SQLite needs none: its write
+    transactions (``BEGIN IMMEDIATE``) already run one at a time."""
+    if not is_sqlite(conn):
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))", {"key": key})

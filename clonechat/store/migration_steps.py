@@ -725,3 +725,51 @@ LEFT JOIN answer aa ON aa.node_id = a.id
 LEFT JOIN answer ab ON ab.node_id = b.id
 WHERE a.kind = 'coordination' AND a.speaker = 'A';
 """
+
+
+#: Step 8: batch workers on many hosts: the workers, the lease on each dialogue (with its
+#: fencing token), and the history of grants. The same on both backends but for the type of
+#: the timestamps.
+WORKERS_AND_LEASES = """
+CREATE TABLE worker (
+    id VARCHAR NOT NULL,
+    experiment_id VARCHAR NOT NULL,
+    host VARCHAR NOT NULL,
+    pid INTEGER NOT NULL,
+    concurrency INTEGER NOT NULL,
+    lease_seconds FLOAT NOT NULL,
+    started_at DATETIME NOT NULL,
+    heartbeat_at DATETIME NOT NULL,
+    stopped_at DATETIME,
+    PRIMARY KEY (id),
+    FOREIGN KEY(experiment_id) REFERENCES experiment (id)
+);
+CREATE INDEX ix_worker_experiment_id ON worker (experiment_id);
+CREATE TABLE lease (
+    dialogue_id VARCHAR NOT NULL,
+    worker_id VARCHAR NOT NULL,
+    epoch INTEGER NOT NULL,
+    expires_at DATETIME NOT NULL,
+    renewed_at DATETIME NOT NULL,
+    PRIMARY KEY (dialogue_id),
+    FOREIGN KEY(dialogue_id) REFERENCES dialogue (id),
+    FOREIGN KEY(worker_id) REFERENCES worker (id)
+);
+CREATE INDEX ix_lease_worker_id ON lease (worker_id);
+CREATE TABLE lease_grant (
+    dialogue_id VARCHAR NOT NULL,
+    epoch INTEGER NOT NULL,
+    worker_id VARCHAR NOT NULL,
+    granted_at DATETIME NOT NULL,
+    head_at_grant VARCHAR,
+    released_at DATETIME,
+    "release" VARCHAR,
+    PRIMARY KEY (dialogue_id, epoch),
+    FOREIGN KEY(dialogue_id) REFERENCES dialogue (id),
+    FOREIGN KEY(worker_id) REFERENCES worker (id)
+);
+CREATE INDEX ix_lease_grant_worker_id ON lease_grant (worker_id);
+"""
+
+#: Step 8 on PostgreSQL.
+PG_WORKERS_AND_LEASES = WORKERS_AND_LEASES.replace("DATETIME", "TIMESTAMP")

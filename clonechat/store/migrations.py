@@ -50,6 +50,10 @@ MIGRATIONS: list[tuple[str, Step]] = [
         "the scorer version in force: v_score, read by v_prediction and v_coordination",
         _both(steps.SCORES_IN_FORCE, steps.PG_SCORES_IN_FORCE),
     ),
+    (
+        "batch workers on many hosts: workers, leases with fencing tokens, the grant history",
+        _both(steps.WORKERS_AND_LEASES, steps.PG_WORKERS_AND_LEASES),
+    ),
 ]
 
 

@@ -224,3 +224,60 @@ class TurnMetrics(SQLModel, table=True):
     symbol_rate: float
     #: Share of non-space characters that are emoji.
     emoji_rate: float
+
+
+class Worker(SQLModel, table=True):
+    """One ``clonechat batch`` process taking part in an experiment (on any host). Its row is
+    the heartbeat ``clonechat workers`` shows; its leases say which dialogues it runs."""
+
+    #: ULID, new for every process.
+    id: str = Field(primary_key=True)
+    experiment_id: str = Field(foreign_key="experiment.id", index=True)
+    #: The host name and process id it runs as (for people, not for the protocol).
+    host: str
+    pid: int
+    #: Dialogues it runs at once.
+    concurrency: int
+    #: How long its leases last without a heartbeat (``--lease``), in seconds.
+    lease_seconds: float
+    #: UTC (the database server's clock on PostgreSQL).
+    started_at: datetime = Field(default_factory=_now)
+    #: Its last heartbeat, UTC.
+    heartbeat_at: datetime = Field(default_factory=_now)
+    #: When it finished cleanly (NULL while it runs, or if it was killed).
+    stopped_at: datetime | None = None
+
+
+class Lease(SQLModel, table=True):
+    """Who may write a dialogue now: one row per dialogue ever claimed. A worker holds it while
+    ``expires_at`` is in the future and renews it with each heartbeat; ``epoch`` (the fencing
+    token) goes up by one at every grant, and every write of a turn checks it in the same
+    transaction, so a worker that lost its lease can never write again."""
+
+    dialogue_id: str = Field(primary_key=True, foreign_key="dialogue.id")
+    worker_id: str = Field(foreign_key="worker.id", index=True)
+    #: The fencing token: the number of the grant in force.
+    epoch: int
+    #: UTC; past it, any worker may take the dialogue over.
+    expires_at: datetime
+    #: UTC of the last renewal.
+    renewed_at: datetime
+
+
+class LeaseGrant(SQLModel, table=True):
+    """The lease history: one row per grant, never deleted, so a run can be audited (no dialogue
+    ever had two writers: each grant starts after the previous one ended or expired)."""
+
+    __tablename__ = "lease_grant"
+    dialogue_id: str = Field(primary_key=True, foreign_key="dialogue.id")
+    #: The grant's fencing token (``lease.epoch`` while it is in force).
+    epoch: int = Field(primary_key=True)
+    worker_id: str = Field(foreign_key="worker.id", index=True)
+    #: UTC.
+    granted_at: datetime
+    #: The dialogue's head when it was granted: where the worker continued from.
+    head_at_grant: str | None = None
+    #: UTC of its release by the worker (NULL: it expired, or is still in force).
+    released_at: datetime | None = None
+    #: Why it was released: ``ended`` (the dialogue ended), ``stopped`` (the worker stopped).
+    release: str | None = None

@@ -23,7 +23,8 @@ class Recorder:
         elif isinstance(event, DialogueStarted):
             dialogue_id = event.dialogue_id
             await self.writer.submit(
-                lambda conn: writes.update_dialogue(conn, dialogue_id, status="running", stop_reason=None, error=None)
+                lambda conn: writes.update_dialogue(conn, dialogue_id, status="running", stop_reason=None, error=None),
+                dialogue_id=dialogue_id,
             )
         elif isinstance(event, DialogueEnded):
             ended = event
@@ -40,4 +41,4 @@ class Recorder:
                 )
                 writer.metrics.forget(ended.dialogue_id)
 
-            await writer.submit(end)
+            await writer.submit(end, dialogue_id=ended.dialogue_id)

@@ -25,6 +25,7 @@ from clonechat.engine.records import NodeRecord
 from clonechat.errors import StoreError
 from clonechat.store import writes
 from clonechat.store.database import Database
+from clonechat.store.leases import Fence
 from clonechat.store.turn_metrics import MetricsTracker
 
 T = TypeVar("T")
@@ -39,6 +40,14 @@ class _Job:
     error: BaseException | None = field(default=None)
     #: A node write: kept as data so consecutive ones commit as one multi-row insert.
     nodes: Sequence[NodeRecord] = ()
+    #: The dialogue a function job writes to, if any: a leased one is fenced (see ``Fence``).
+    dialogue_id: str | None = None
+
+    def dialogues(self) -> set[str]:
+        ids = {node.dialogue_id for node in self.nodes}
+        if self.dialogue_id is not None:
+            ids.add(self.dialogue_id)
+        return ids
 
 
 def _reason(error: BaseException) -> str:
@@ -58,11 +67,15 @@ class StoreWriter:
         self.committed_batches = 0
         #: Path states for turn metrics; used only in the commit thread, one batch at a time.
         self.metrics = MetricsTracker()
+        #: A batch worker's leases: writes to a leased dialogue are checked against it in their
+        #: own transaction, and dropped if the lease was lost (None: no leases, write everything).
+        self.fence: Fence | None = None
 
-    async def submit(self, fn: WriteFunction) -> None:
-        """Queue a write; it commits soon, in order with every other write."""
+    async def submit(self, fn: WriteFunction, *, dialogue_id: str | None = None) -> None:
+        """Queue a write; it commits soon, in order with every other write. ``dialogue_id``
+        names the dialogue it writes to, so a lost lease stops it."""
         self._raise_if_failed()
-        await self._send.send(_Job(fn))
+        await self._send.send(_Job(fn, dialogue_id=dialogue_id))
 
     def submit_nodes(self, nodes: Sequence[NodeRecord]) -> None:
         """Queue finished nodes; a conversation node also becomes its dialogue's head, in the same
@@ -70,10 +83,11 @@ class StoreWriter:
         self._raise_if_failed()
         self._send.send_nowait(_Job(None, nodes=nodes))
 
-    async def call(self, fn: Callable[[Connection], T]) -> T:
-        """Run a write and wait until it has committed; return its result."""
+    async def call(self, fn: Callable[[Connection], T], *, dialogue_id: str | None = None) -> T:
+        """Run a write and wait until it has committed; return its result (``None`` if it was
+        fenced: ``dialogue_id``'s lease was lost)."""
         self._raise_if_failed()
-        job = _Job(fn, done=anyio.Event())
+        job = _Job(fn, done=anyio.Event(), dialogue_id=dialogue_id)
         await self._send.send(job)
         assert job.done is not None
         await job.done.wait()
@@ -93,11 +107,18 @@ class StoreWriter:
             raise self._failure
 
     def _apply(self, conn: Connection, jobs: list[_Job]) -> None:
-        """Run the jobs in order; runs of node writes go in as one multi-row insert."""
+        """Run the jobs in order; runs of node writes go in as one multi-row insert. With a
+        fence, the leases of every dialogue the jobs touch are checked first, in this
+        transaction, and whatever belongs to a lost one is left out."""
+        fenced: set[str] = set()
+        if self.fence is not None:
+            fenced = self.fence.check(conn, set().union(*(job.dialogues() for job in jobs)))
         pending: list[NodeRecord] = []
         for job in jobs:
             if job.fn is None:
-                pending.extend(job.nodes)
+                pending.extend(n for n in job.nodes if n.dialogue_id not in fenced)
+                continue
+            if job.dialogue_id in fenced:
                 continue
             if pending:
                 writes.insert_nodes_and_heads(conn, pending, self.metrics)
@@ -142,6 +163,8 @@ class StoreWriter:
                     except SQLAlchemyError as exc:
                         jobs[0].error = exc
                     self.committed_batches += 1
+                    if self.fence is not None:
+                        self.fence.deliver()
                     for job in jobs:
                         if job.error is not None and job.done is None and self._failure is None:
                             self._failure = self._store_error(job.error)

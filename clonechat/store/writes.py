@@ -18,7 +18,7 @@ from sqlmodel import col
 
 from clonechat.engine.records import CONVERSATION_KINDS, NodeRecord, new_id
 from clonechat.prompts import RenderedPrompt, content_hash
-from clonechat.store.dialect import insert_ignoring, insert_rows, is_sqlite
+from clonechat.store.dialect import insert_ignoring, insert_rows, is_sqlite, lock_for
 from clonechat.store.models import Condition, Dialogue, Experiment, Prompt, PromptTemplate
 from clonechat.store.turn_metrics import MetricsTracker, insert_metrics
 
@@ -179,7 +179,10 @@ def store_edited_prompt(conn: Connection, text: str) -> str:
 
 def insert_nodes_and_heads(conn: Connection, nodes: list[NodeRecord], metrics: MetricsTracker | None = None) -> None:
     """Insert finished nodes and move each dialogue's head to its newest conversation node,
-    in the caller's transaction (so a head never points at a turn that is not stored)."""
+    in the caller's transaction (so a head never points at a turn that is not stored), and
+    tell live viewers which dialogues gained nodes when it commits (PostgreSQL; see ``notify``)."""
+    from clonechat.store.notify import notify_changed
+
     insert_nodes(conn, nodes, metrics)
     heads = {n.dialogue_id: n.id for n in nodes if n.kind in CONVERSATION_KINDS}
     if heads:
@@ -188,10 +191,15 @@ def insert_nodes_and_heads(conn: Connection, nodes: list[NodeRecord], metrics: M
             update(Dialogue).where(col(Dialogue.id) == bindparam("dialogue_id")),
             [{"dialogue_id": d, "head_node_id": h, "updated_at": now} for d, h in heads.items()],
         )
+    notify_changed(conn, {n.dialogue_id for n in nodes})
 
 
 def update_dialogue(conn: Connection, dialogue_id: str, **values: Any) -> None:
+    """Change a dialogue's row (status, stop reason, head...) and tell live viewers at commit."""
+    from clonechat.store.notify import notify_changed
+
     conn.execute(update(Dialogue).where(col(Dialogue.id) == dialogue_id).values(**values, updated_at=_now()))
+    notify_changed(conn, [dialogue_id])
 
 
 @dataclass(frozen=True)
@@ -211,3 +219,12 @@ def insert_scores(conn: Connection, scores: list[NewScore]) -> int:
     return insert_rows(
         conn, "score", columns, [(s.node_id, s.scorer, s.version, s.value, s.detail, now) for s in scores]
     )
+
+
+def lock_experiment_name(conn: Connection, name: str) -> str | None:
+    """Hold the experiment name ``name`` for the rest of the caller's transaction (two workers
+    started in the same second store one plan) and return the id of the experiment already
+    stored under it, if any."""
+    lock_for(conn, f"clonechat experiment {name}")
+    found = conn.execute(select(col(Experiment.id)).where(col(Experiment.name) == name)).scalar()
+    return None if found is None else str(found)

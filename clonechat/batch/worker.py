@@ -1,0 +1,173 @@
+"""One batch worker's share of an experiment: claim dialogues by lease, keep the leases alive,
+give them back, and stop a dialogue the moment its lease is lost.
+
+Any number of ``clonechat batch`` processes, on any hosts, can run one experiment: each is a
+:class:`LeasedJobs` source for :func:`clonechat.batch.runner.run_jobs`. A dialogue is claimed
+just before it runs (so a worker that starts late, or on a new host, takes its share) and is
+loaded from its committed head after the claim, so it continues exactly where the last worker
+left it. The rules of claiming, renewing and fencing are :mod:`clonechat.store.leases`'s;
+this module is their timing: a heartbeat every third of the lease, a look for abandoned
+dialogues every :func:`poll_interval`, and the exit when nothing in the experiment is left to
+run or held by anyone else.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Collection
+from functools import partial
+
+import anyio
+import anyio.to_thread
+
+from clonechat.batch.progress import BatchProgress
+from clonechat.batch.store import DialogueJob, load_job
+from clonechat.engine.records import new_id
+from clonechat.read.connect import connection
+from clonechat.read.workers import experiment_totals
+from clonechat.registry import ProviderPool, Registry
+from clonechat.store import leases
+from clonechat.store.database import Database
+from clonechat.store.writer import StoreWriter
+
+#: ``--lease``'s default, in seconds.
+DEFAULT_LEASE_SECONDS = 30.0
+
+
+def poll_interval(lease_seconds: float) -> float:
+    """How often a worker with nothing to claim looks again (a killed worker's dialogues are
+    free a lease after its last heartbeat, and picked up within this much more)."""
+    return max(0.2, min(2.0, lease_seconds / 10))
+
+
+class LeasedJobs:
+    """Claims the experiment's dialogues one at a time for this worker (see the module docstring)."""
+
+    def __init__(
+        self,
+        db: Database,
+        writer: StoreWriter,
+        experiment_id: str,
+        statuses: Collection[str],
+        pool: ProviderPool,
+        registry: Registry,
+        *,
+        concurrency: int,
+        lease_seconds: float,
+        progress: BatchProgress,
+        stopping: anyio.Event,
+        say: Callable[[str], None],
+    ) -> None:
+        self.db = db
+        self.writer = writer
+        self.experiment_id = experiment_id
+        self.statuses = tuple(statuses)
+        self.pool = pool
+        self.registry = registry
+        self.lease_seconds = lease_seconds
+        self.progress = progress
+        self.stopping = stopping
+        self.say = say
+        self.info = leases.WorkerInfo(
+            new_id(), experiment_id, socket.gethostname(), os.getpid(), concurrency, lease_seconds
+        )
+        self.fence = leases.Fence(self.info.id, self._lost)
+        #: Dialogues this worker has claimed (each runs at most once per process).
+        self.claimed: list[str] = []
+        #: Dialogues whose lease this worker lost.
+        self.lost: list[str] = []
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._claiming = anyio.Lock()
+
+    async def start(self) -> None:
+        """Register the worker and make its writer check every leased write."""
+        info = self.info
+        await self.writer.call(lambda conn: leases.register_worker(conn, info))
+        self.writer.fence = self.fence
+
+    async def heartbeat(self) -> None:
+        """Renew the leases every third of the lease, and the experiment's totals with them;
+        runs until cancelled. A lease that could not be renewed in time is lost."""
+        while True:
+            await anyio.sleep(self.lease_seconds / 3)
+            held = self.fence.snapshot()
+            still = await self.writer.call(
+                partial(leases.renew, worker_id=self.info.id, held=held, lease_seconds=self.lease_seconds)
+            )
+            gone = set(held) - still
+            if gone:
+                self.fence.mark_lost(gone)
+                self.fence.deliver()
+            await self.refresh_totals()
+
+    async def refresh_totals(self) -> None:
+        totals = await anyio.to_thread.run_sync(lambda: experiment_totals(self.db, self.experiment_id))
+        self.progress.experiment = totals
+
+    async def next_job(self) -> DialogueJob | None:
+        async with self._claiming:
+            while not self.stopping.is_set():
+                claim = partial(
+                    leases.claim,
+                    worker_id=self.info.id,
+                    experiment_id=self.experiment_id,
+                    statuses=self.statuses,
+                    exclude=list(self.claimed),
+                    limit=1,
+                    lease_seconds=self.lease_seconds,
+                )
+                grants = await self.writer.call(claim)
+                if grants:
+                    grant = grants[0]
+                    self.claimed.append(grant.dialogue_id)
+                    self.fence.grant(grant.dialogue_id, grant.epoch)
+                    load = partial(load_job, self.db, grant.dialogue_id, self.pool, self.registry)
+                    job = await anyio.to_thread.run_sync(load)
+                    self.progress.add_job(job)
+                    return job
+                if await anyio.to_thread.run_sync(self._held_elsewhere) == 0:
+                    return None
+                # Others hold the rest: wait for one of them to finish, or to die and leave
+                # its dialogues to us once their leases expire.
+                with anyio.move_on_after(poll_interval(self.lease_seconds)):
+                    await self.stopping.wait()
+        return None
+
+    def _held_elsewhere(self) -> int:
+        with connection(self.db) as conn:
+            return leases.leased_elsewhere(conn, self.info.id, self.experiment_id, self.statuses, self.claimed)
+
+    def started(self, job: DialogueJob, scope: anyio.CancelScope) -> None:
+        self._scopes[job.dialogue_id] = scope
+        if self.fence.is_lost(job.dialogue_id):
+            scope.cancel()
+
+    async def finished(self, job: DialogueJob) -> None:
+        dialogue_id = job.dialogue_id
+        self._scopes.pop(dialogue_id, None)
+        epoch = self.fence.snapshot().get(dialogue_id)
+        if epoch is not None:
+            worker_id, reason = self.info.id, "stopped" if self.stopping.is_set() else "ended"
+            await self.writer.call(
+                lambda conn: leases.release(conn, worker_id, dialogue_id, epoch, reason), dialogue_id=dialogue_id
+            )
+        self.fence.forget(dialogue_id)
+
+    def _lost(self, dialogue_id: str) -> None:
+        """The lease on ``dialogue_id`` is gone (expired, or taken by another worker): stop it
+        here; the fence has already kept its writes out of the database."""
+        self.lost.append(dialogue_id)
+        self.say(
+            f"lost the lease on dialogue {dialogue_id} (not renewed within {self.lease_seconds:g} s): "
+            "stopped it here; this worker writes nothing more to it, another worker continues it"
+        )
+        scope = self._scopes.get(dialogue_id)
+        if scope is not None:
+            scope.cancel()
+
+    async def close(self) -> None:
+        """The worker is done: stamp its row (``clonechat workers`` stops listing it)."""
+        worker_id = self.info.id
+        self.writer.fence = self.fence  # still fenced: nothing of a lost dialogue slips out at the end
+        await self.writer.call(lambda conn: leases.stop_worker(conn, worker_id))
