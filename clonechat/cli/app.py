@@ -413,6 +413,48 @@ def list_dialogues(
     report_errors(go)
 
 
+@app.command()
+def workers(
+    experiment: Annotated[str | None, typer.Argument(help="Only the workers of this experiment.")] = None,
+    db: DbOption = DEFAULT_DB_TEXT,
+) -> None:
+    """List the live batch workers: their host, dialogues and last heartbeat.
+
+    A worker is live until it stops, or until its lease runs out after its last heartbeat (a
+    killed worker's dialogues then continue on the others). Only reads."""
+    from clonechat.read.connect import nothing_to_read, open_reader
+    from clonechat.read.workers import live_workers
+
+    def go() -> None:
+        if not db_location(db).exists():
+            raise nothing_to_read(db)
+        with open_reader(db) as reader:
+            rows = [] if reader is None else live_workers(reader, experiment)
+        console = Console(highlight=False)
+        if not rows:
+            where = f" on experiment '{escape(experiment)}'" if experiment else ""
+            console.print(f"no live workers{where}")
+            return
+        table = Table(box=None, header_style="bold")
+        for column in ("worker", "experiment", "host", "pid", "heartbeat", "lease", "dialogues"):
+            right = column in ("pid", "heartbeat", "lease")
+            table.add_column(column, justify="right" if right else "left", no_wrap=column != "dialogues")
+        for w in rows:
+            held = ", ".join(d[:10] for d in w.dialogues)
+            table.add_row(
+                w.id[:10],
+                escape(w.experiment),
+                escape(w.host),
+                str(w.pid),
+                f"{w.silent_s:.1f}s ago",
+                f"{w.lease_seconds:g}s",
+                f"{len(w.dialogues)}/{w.concurrency}" + (f": {held}" if held else ""),
+            )
+        console.print(table)
+
+    report_errors(go)
+
+
 db_app = typer.Typer(help="Look after a run database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 

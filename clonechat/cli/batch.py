@@ -247,9 +247,9 @@ async def execute(
                     tg.start_soon(_stop_on_signals, control, grace, console)
                     tg.start_soon(source.heartbeat)
                     tg.start_soon(view.show)
-                    await run_jobs(
-                        source, concurrency=concurrency, emit=fan_out(Recorder(writer), progress), control=control
-                    )
+                    emit = fan_out(Recorder(writer), progress)
+                    await run_jobs(source, concurrency=concurrency, emit=emit, control=control)
+                    await source.refresh_totals()  # the last progress line shows the experiment as it ends
                     tg.cancel_scope.cancel()
             finally:
                 with anyio.CancelScope(shield=True):

@@ -97,7 +97,17 @@ def server_engine(location: ServerDatabase, *, read_only: bool) -> Engine:
         pool_pre_ping=True,
         # Timestamps are stored as naive UTC on both backends: the session's zone is UTC, so an
         # aware datetime converts the same whatever the server's TimeZone setting is.
-        connect_args={"connect_timeout": 10, "application_name": "clonechat", "options": "-c timezone=UTC"},
+        connect_args={
+            "connect_timeout": 10,
+            "application_name": "clonechat",
+            # A writer paused inside a transaction (SIGSTOP, a partition) must not hold its row
+            # locks for ever: the server ends such a session, and the lease it held expires.
+            "options": "-c timezone=UTC" + ("" if read_only else " -c idle_in_transaction_session_timeout=10000"),
+            # A connection whose packets go unanswered this long fails instead of hanging (a cut
+            # link), so the worker stops rather than waiting on TCP's retransmissions for minutes.
+            "tcp_user_timeout": 15000,
+            "keepalives_idle": 10,
+        },
     )
 
 

@@ -85,7 +85,7 @@ class Grant:
 
 
 _CANDIDATES = """
-SELECT d.id, d.head_node_id FROM dialogue d
+SELECT d.id, d.head_node_id, l.expires_at FROM dialogue d
 JOIN condition c ON c.id = d.condition_id
 LEFT JOIN lease l ON l.dialogue_id = d.id
 WHERE c.experiment_id = :experiment AND d.status IN :statuses AND d.id NOT IN :exclude
@@ -103,8 +103,8 @@ WHERE lease.expires_at <= {now}
 RETURNING epoch
 """
 _GRANTED = """
-INSERT INTO lease_grant (dialogue_id, epoch, worker_id, granted_at, head_at_grant)
-VALUES (:dialogue, :epoch, :worker, {now}, :head)
+INSERT INTO lease_grant (dialogue_id, epoch, worker_id, granted_at, replaced_expires_at, head_at_grant)
+VALUES (:dialogue, :epoch, :worker, {now}, :replaced, :head)
 """
 
 
@@ -129,7 +129,7 @@ def claim(
         {**params, "experiment": experiment_id, "statuses": list(statuses), "exclude": list(exclude), "limit": limit},
     ).all()
     grants: list[Grant] = []
-    for dialogue_id, head in rows:
+    for dialogue_id, head, replaced in rows:
         epoch = conn.execute(
             text(_TAKE.format(now=now, expires=expires)), {**params, "dialogue": dialogue_id, "worker": worker_id}
         ).scalar()
@@ -137,7 +137,14 @@ def claim(
             continue
         conn.execute(
             text(_GRANTED.format(now=now)),
-            {**params, "dialogue": dialogue_id, "epoch": epoch, "worker": worker_id, "head": head},
+            {
+                **params,
+                "dialogue": dialogue_id,
+                "epoch": epoch,
+                "worker": worker_id,
+                "head": head,
+                "replaced": replaced,
+            },
         )
         grants.append(Grant(str(dialogue_id), int(epoch), head))
     return grants

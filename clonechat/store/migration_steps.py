@@ -761,6 +761,7 @@ CREATE TABLE lease_grant (
     epoch INTEGER NOT NULL,
     worker_id VARCHAR NOT NULL,
     granted_at DATETIME NOT NULL,
+    replaced_expires_at DATETIME,
     head_at_grant VARCHAR,
     released_at DATETIME,
     "release" VARCHAR,

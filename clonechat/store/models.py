@@ -275,6 +275,9 @@ class LeaseGrant(SQLModel, table=True):
     worker_id: str = Field(foreign_key="worker.id", index=True)
     #: UTC.
     granted_at: datetime
+    #: When the lease this grant replaced ran out (its last renewal plus the lease, or its
+    #: release): a grant never starts before it, so grants of one dialogue never overlap.
+    replaced_expires_at: datetime | None = None
     #: The dialogue's head when it was granted: where the worker continued from.
     head_at_grant: str | None = None
     #: UTC of its release by the worker (NULL: it expired, or is still in force).
