@@ -72,8 +72,18 @@ def _open_path_for(user: pwd.struct_passwd, path: Path) -> None:
 class PostgresServer:
     """One PostgreSQL cluster in a folder of its own, listening on ``host:port``."""
 
-    def __init__(self, root: Path | None = None, *, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        trusted_networks: tuple[str, ...] = (),
+    ) -> None:
+        """``host``: the addresses it listens on (``*``: all). ``trusted_networks``: CIDR ranges
+        beyond loopback allowed in without a password (test hosts in network namespaces)."""
         self.root = root or Path(tempfile.mkdtemp(prefix="clonechat-pg-"))
+        self.trusted_networks = trusted_networks
         self.data = self.root / "data"
         self.host = host
         self.port = port or free_port("127.0.0.1" if host in ("*", "0.0.0.0") else host)
@@ -112,6 +122,10 @@ class PostgresServer:
                 capture_output=True,
                 **self._run_as_server_user(),  # type: ignore[arg-type]
             )
+        if self.trusted_networks:
+            with open(self.data / "pg_hba.conf", "a", encoding="utf-8") as hba:
+                for network in self.trusted_networks:
+                    hba.write(f"host all all {network} trust\n")
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the server's stderr for its lifetime
         self.process = subprocess.Popen(
             [

@@ -62,11 +62,19 @@ DIALOGUES = 30
 class Worker:
     """One ``clonechat batch`` process and its output, read on a thread."""
 
-    def __init__(self, spec: Path, db: str, *extra: str, lease: float = LEASE) -> None:
+    def __init__(
+        self,
+        spec: Path,
+        db: str,
+        *extra: str,
+        lease: float = LEASE,
+        launcher: Callable[..., list[str]] = lambda *command: list(command),
+    ) -> None:
+        """``launcher`` wraps the command (``ip netns exec NS ...`` for a worker on another host)."""
         env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
         command = [sys.executable, "-m", "tests.crash.driver", str(spec), "--db", db, "--lease", str(lease)]
         self.proc = subprocess.Popen(
-            [*command, "--progress-interval", "0.5", *extra],
+            launcher(*command, "--progress-interval", "0.5", *extra),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -81,6 +89,10 @@ class Worker:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line)
+
+    def child_pid(self) -> int:
+        """The worker's pid (``ip netns exec`` execs the command, so it is the process's own)."""
+        return self.proc.pid
 
     @property
     def output(self) -> str:
