@@ -774,3 +774,23 @@ CREATE INDEX ix_lease_grant_worker_id ON lease_grant (worker_id);
 
 #: Step 8 on PostgreSQL.
 PG_WORKERS_AND_LEASES = WORKERS_AND_LEASES.replace("DATETIME", "TIMESTAMP")
+
+
+class _PsycopgPlaceholders:
+    """A connection whose ``exec_driver_sql`` takes sqlite3's ``?`` placeholders and hands
+    psycopg its ``%s`` ones: step 5's one bulk insert, unchanged, on PostgreSQL."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def execute(self, *args: object, **kwargs: object) -> object:
+        return self._conn.execute(*args, **kwargs)  # type: ignore[call-overload]
+
+    def exec_driver_sql(self, sql: str, parameters: object = None) -> object:
+        return self._conn.exec_driver_sql(sql.replace("?", "%s"), parameters)  # type: ignore[arg-type]
+
+
+def pg_backfill_turn_metrics_v1(conn: Connection) -> int:
+    """Step 5 on PostgreSQL: the same backfill (version 1 metrics), its insert in psycopg's
+    placeholders; a database made at version 4 or earlier that holds turns gets them here."""
+    return backfill_turn_metrics_v1(_PsycopgPlaceholders(conn))  # type: ignore[arg-type]

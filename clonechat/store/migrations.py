@@ -44,7 +44,10 @@ MIGRATIONS: list[tuple[str, Step]] = [
         "per-turn conversation metrics, and full-text search over node content",
         _both(steps.TURN_METRICS_AND_SEARCH, steps.PG_TURN_METRICS_AND_SEARCH),
     ),
-    ("metrics for the turns stored before there were metrics", steps.backfill_turn_metrics_v1),
+    (
+        "metrics for the turns stored before there were metrics",
+        _both(steps.backfill_turn_metrics_v1, steps.pg_backfill_turn_metrics_v1),
+    ),
     ("views for the common questions", _both(steps.VIEWS_V1, steps.PG_VIEWS_V1)),
     (
         "the scorer version in force: v_score, read by v_prediction and v_coordination",

@@ -233,8 +233,9 @@ class Worker(SQLModel, table=True):
     #: ULID, new for every process.
     id: str = Field(primary_key=True)
     experiment_id: str = Field(foreign_key="experiment.id", index=True)
-    #: The host name and process id it runs as (for people, not for the protocol).
+    #: The host name it runs on (for people, not for the protocol).
     host: str
+    #: Its process id on that host.
     pid: int
     #: Dialogues it runs at once.
     concurrency: int
