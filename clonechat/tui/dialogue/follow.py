@@ -1,7 +1,8 @@
 """Following a dialogue another process (a batch) is writing: its turns as they are committed.
 
-The feed (:class:`~clonechat.tui.feed.DatabaseFeed`) polls the database on its own read-only
-connection; each new turn becomes a :class:`~.messages.TurnLanded`, and a turn's predictions,
+The feed (:class:`~clonechat.tui.feed.DatabaseFeed`) watches the database on its own read-only
+connection (it polls an SQLite file; a PostgreSQL database notifies it of each commit); each
+new turn becomes a :class:`~.messages.TurnLanded`, and a turn's predictions,
 which the batch may commit just before or after it, are scored once both are in
 (:class:`~.messages.PredictionsScored`). Changes of the dialogue's status go to the status line.
 """
@@ -17,8 +18,9 @@ from clonechat.tui.dialogue.messages import PredictionsScored, StatusChanged, Tu
 from clonechat.tui.feed import DatabaseFeed
 from clonechat.tui.live import score_predictions
 
-#: Seconds between checks for turns committed by another process (the feed's poll is one
-#: ``data_version`` check when nothing changed).
+#: Seconds between checks for turns committed by another process to an SQLite file (the feed's
+#: poll is one ``data_version`` check when nothing changed). On PostgreSQL the feed waits for
+#: the writers' notifications instead, and this is only the shortest time between two reads.
 WATCH_INTERVAL = 0.1
 
 
