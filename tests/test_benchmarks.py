@@ -90,6 +90,19 @@ BENCHMARKS: dict[str, Quick] = {
             "median: a stored turn costs",
         )
     ),
+    "workers": Quick(
+        (
+            "workers benchmark: model replies after",
+            "(a) one worker, PostgreSQL vs SQLite:",
+            "round  sqlite turns/s  postgresql turns/s  ratio",
+            "(a): median ratio PostgreSQL/SQLite",
+            "(b) workers on one PostgreSQL experiment:",
+            "round  workers  turns/s  ratio vs 1  target",
+            "(b): worst ratio per worker",
+            "(c) SIGKILL -> dialogues resumed elsewhere:",
+            "all: ",
+        )
+    ),
     "tui": Quick(
         (
             "TUI benchmark,",

@@ -25,6 +25,8 @@ class Reply:
     status: int = 200
     body: bytes | dict[str, Any] = b""
     headers: dict[str, str] = field(default_factory=dict)
+    #: Seconds to wait before answering (a model's generation time, for benchmarks).
+    delay: float = 0.0
 
 
 @dataclass
@@ -195,6 +197,8 @@ class FakeModelServer:
         elif isinstance(behaviour, Hang):
             self._stopping.wait(min(behaviour.seconds, self.max_hang))
         elif isinstance(behaviour, Reply):
+            if behaviour.delay:
+                time.sleep(behaviour.delay)
             body = behaviour.body if isinstance(behaviour.body, bytes) else json.dumps(behaviour.body).encode()
             headers = {"content-type": "application/json", **behaviour.headers}
             head = f"HTTP/1.1 {behaviour.status} X\r\ncontent-length: {len(body)}\r\nconnection: close\r\n"
