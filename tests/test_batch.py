@@ -19,8 +19,8 @@ from clonechat.batch.store import DialogueJob
 from clonechat.cli import app
 from clonechat.engine.events import DialogueEnded, DialogueStarted, NodeCompleted
 from clonechat.location import DbLocation
-from clonechat.read.connect import schema_state_of
 from clonechat.providers.scripted import ScriptedProvider
+from clonechat.read.connect import schema_state_of
 from clonechat.session import PreparedDialogue
 from tests.conftest import on_both_backends as both_backends
 from tests.helpers import new_path, raw_sql, settings, statuses, stored_conversations, two_agents
