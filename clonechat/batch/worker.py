@@ -41,6 +41,18 @@ def poll_interval(lease_seconds: float) -> float:
     return max(0.2, min(2.0, lease_seconds / 10))
 
 
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (a reused id counts as alive: then its
+    leases simply expire, which is always safe)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class LeasedJobs:
     """Claims the experiment's dialogues one at a time for this worker (see the module docstring)."""
 
@@ -85,6 +97,16 @@ class LeasedJobs:
         info = self.info
         await self.writer.call(lambda conn: leases.register_worker(conn, info))
         self.writer.fence = self.fence
+        await self.expire_dead_neighbours()
+
+    async def expire_dead_neighbours(self) -> None:
+        """Workers of this experiment on this host whose process is gone (killed, crashed) give
+        up their leases now: a batch killed and restarted here continues its dialogues at once
+        rather than a lease later. Workers on other hosts cannot be asked; their leases expire."""
+        others = partial(leases.workers_on_host, experiment_id=self.experiment_id, host=self.info.host)
+        for worker_id, pid in await self.writer.call(others):
+            if worker_id != self.info.id and not _process_alive(pid):
+                await self.writer.call(partial(leases.expire_dead_worker, worker_id=worker_id))
 
     async def heartbeat(self) -> None:
         """Renew the leases every third of the lease, and the experiment's totals with them;
@@ -128,6 +150,7 @@ class LeasedJobs:
                     return job
                 if await anyio.to_thread.run_sync(self._held_elsewhere) == 0:
                     return None
+                await self.expire_dead_neighbours()
                 # Others hold the rest: wait for one of them to finish, or to die and leave
                 # its dialogues to us once their leases expire.
                 with anyio.move_on_after(poll_interval(self.lease_seconds)):

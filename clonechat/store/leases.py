@@ -202,6 +202,28 @@ def release(conn: Connection, worker_id: str, dialogue_id: str, epoch: int, reas
         )
 
 
+def workers_on_host(conn: Connection, experiment_id: str, host: str) -> list[tuple[str, int]]:
+    """(worker id, pid) of the experiment's workers on ``host`` that never stopped cleanly."""
+    rows = conn.execute(
+        text("SELECT id, pid FROM worker WHERE experiment_id = :e AND host = :h AND stopped_at IS NULL"),
+        {"e": experiment_id, "h": host},
+    ).all()
+    return [(str(w), int(pid)) for w, pid in rows]
+
+
+def expire_dead_worker(conn: Connection, worker_id: str) -> int:
+    """A worker known to be dead (its process is gone) loses its leases now instead of at their
+    expiry: a batch killed and restarted on the same host continues at once. Its row is stamped
+    stopped. Returns how many leases it held."""
+    now, _, params = _clock(conn)
+    expired = conn.execute(
+        text(f"UPDATE lease SET expires_at = {now} WHERE worker_id = :worker AND expires_at > {now}"),
+        {**params, "worker": worker_id},
+    ).rowcount
+    conn.execute(text(f"UPDATE worker SET stopped_at = {now} WHERE id = :worker"), {**params, "worker": worker_id})
+    return int(expired or 0)
+
+
 def stop_worker(conn: Connection, worker_id: str) -> None:
     """The worker finished cleanly: stamp it (``clonechat workers`` stops listing it)."""
     now, _, params = _clock(conn)
