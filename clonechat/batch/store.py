@@ -22,7 +22,7 @@ from clonechat.errors import ConfigError
 from clonechat.measures import prompt_hashes
 from clonechat.read.connect import Readable
 from clonechat.read.dialogues import prompt_texts
-from clonechat.read.resume import ResumePoint, resume_point, resume_points
+from clonechat.read.resume import ResumePoint, resume_points
 from clonechat.registry import ProviderPool, Registry
 from clonechat.session import PreparedDialogue, resume_dialogue, store_condition, store_dialogue
 from clonechat.store import writes
@@ -138,9 +138,17 @@ def load_jobs(
     return prepare_jobs(db, resume_points(db, experiment_id, statuses), pool, registry)
 
 
-def load_job(db: Readable, dialogue_id: str, pool: ProviderPool, registry: Registry) -> DialogueJob:
-    """One dialogue, ready to continue from its committed head (a worker that just claimed it)."""
-    return prepare_jobs(db, [resume_point(db, dialogue_id)], pool, registry)[0]
+def load_claimed(
+    db: Readable,
+    experiment_id: str,
+    statuses: Collection[str],
+    dialogue_ids: Collection[str],
+    pool: ProviderPool,
+    registry: Registry,
+) -> list[DialogueJob]:
+    """The dialogues a worker just claimed, each ready to continue from its committed head (the
+    same few queries however many were claimed at once)."""
+    return prepare_jobs(db, resume_points(db, experiment_id, statuses, dialogue_ids), pool, registry)
 
 
 def prepare_jobs(db: Readable, points: list[ResumePoint], pool: ProviderPool, registry: Registry) -> list[DialogueJob]:

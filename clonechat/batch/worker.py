@@ -22,7 +22,7 @@ import anyio
 import anyio.to_thread
 
 from clonechat.batch.progress import BatchProgress
-from clonechat.batch.store import DialogueJob, load_job
+from clonechat.batch.store import DialogueJob, load_claimed
 from clonechat.engine.records import new_id
 from clonechat.read.connect import connection
 from clonechat.read.workers import experiment_totals
@@ -91,6 +91,10 @@ class LeasedJobs:
         self.lost: list[str] = []
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._claiming = anyio.Lock()
+        #: Claimed and loaded, not yet started.
+        self._ready: list[DialogueJob] = []
+        self._running = 0
+        self._exhausted = False
 
     async def start(self) -> None:
         """Register the worker and make its writer check every leased write."""
@@ -129,26 +133,16 @@ class LeasedJobs:
 
     async def next_job(self) -> DialogueJob | None:
         async with self._claiming:
-            while not self.stopping.is_set():
-                claim = partial(
-                    leases.claim,
-                    worker_id=self.info.id,
-                    experiment_id=self.experiment_id,
-                    statuses=self.statuses,
-                    exclude=list(self.claimed),
-                    limit=1,
-                    lease_seconds=self.lease_seconds,
-                )
-                grants = await self.writer.call(claim)
-                if grants:
-                    grant = grants[0]
-                    self.claimed.append(grant.dialogue_id)
-                    self.fence.grant(grant.dialogue_id, grant.epoch)
-                    load = partial(load_job, self.db, grant.dialogue_id, self.pool, self.registry)
-                    job = await anyio.to_thread.run_sync(load)
-                    self.progress.add_job(job)
-                    return job
+            while not self.stopping.is_set() and not self._exhausted:
+                if self._ready:
+                    return self._ready.pop(0)
+                await self._claim()
+                if self._ready:
+                    continue
                 if await anyio.to_thread.run_sync(self._held_elsewhere) == 0:
+                    # Nothing to claim and nobody else holds anything: nothing can become free
+                    # again (this worker's own dialogues end here), so every idle slot stops now.
+                    self._exhausted = True
                     return None
                 await self.expire_dead_neighbours()
                 # Others hold the rest: wait for one of them to finish, or to die and leave
@@ -157,18 +151,46 @@ class LeasedJobs:
                     await self.stopping.wait()
         return None
 
+    async def _claim(self) -> None:
+        """Claim as many dialogues as there are free slots, in one transaction, and load them
+        (a thousand dialogues at the start of a batch are a few queries, not a few thousand)."""
+        free = max(1, self.info.concurrency - self._running)
+        claim = partial(
+            leases.claim,
+            worker_id=self.info.id,
+            experiment_id=self.experiment_id,
+            statuses=self.statuses,
+            exclude=list(self.claimed),
+            limit=free,
+            lease_seconds=self.lease_seconds,
+        )
+        grants = await self.writer.call(claim)
+        if not grants:
+            return
+        for grant in grants:
+            self.claimed.append(grant.dialogue_id)
+            self.fence.grant(grant.dialogue_id, grant.epoch)
+        ids = [g.dialogue_id for g in grants]
+        load = partial(load_claimed, self.db, self.experiment_id, self.statuses, ids, self.pool, self.registry)
+        jobs = await anyio.to_thread.run_sync(load)
+        for job in jobs:
+            self.progress.add_job(job)
+        self._ready.extend(jobs)
+
     def _held_elsewhere(self) -> int:
         with connection(self.db) as conn:
             return leases.leased_elsewhere(conn, self.info.id, self.experiment_id, self.statuses, self.claimed)
 
     def started(self, job: DialogueJob, scope: anyio.CancelScope) -> None:
+        self._running += 1
         self._scopes[job.dialogue_id] = scope
         if self.fence.is_lost(job.dialogue_id):
             scope.cancel()
 
     async def finished(self, job: DialogueJob) -> None:
         dialogue_id = job.dialogue_id
-        self._scopes.pop(dialogue_id, None)
+        if self._scopes.pop(dialogue_id, None) is not None:
+            self._running -= 1
         epoch = self.fence.snapshot().get(dialogue_id)
         if epoch is not None:
             worker_id, reason = self.info.id, "stopped" if self.stopping.is_set() else "ended"
@@ -191,6 +213,8 @@ class LeasedJobs:
 
     async def close(self) -> None:
         """The worker is done: stamp its row (``clonechat workers`` stops listing it)."""
+        for job in self._ready:  # claimed but never started (the batch was stopped): give them back
+            await self.finished(job)
+        self._ready.clear()
         worker_id = self.info.id
-        self.writer.fence = self.fence  # still fenced: nothing of a lost dialogue slips out at the end
         await self.writer.call(lambda conn: leases.stop_worker(conn, worker_id))

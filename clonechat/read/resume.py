@@ -36,23 +36,25 @@ class ResumePoint:
     done: frozenset[str]
 
 
-def resume_points(db: Readable, experiment_id: str, statuses: Collection[str]) -> list[ResumePoint]:
-    """Every dialogue of the experiment in one of ``statuses``, at its head, interleaved across
-    conditions (replicate by replicate) so a resumed batch spreads over them."""
+def resume_points(
+    db: Readable, experiment_id: str, statuses: Collection[str], dialogue_ids: Collection[str] | None = None
+) -> list[ResumePoint]:
+    """Every dialogue of the experiment in one of ``statuses`` (and among ``dialogue_ids``, if
+    given: those a worker just claimed), at its head, interleaved across conditions (replicate
+    by replicate) so a resumed batch spreads over them."""
     from sqlmodel import Session, col, select
 
     from clonechat.store.models import Condition, Dialogue, Node
 
-    in_statuses = (
-        select(Dialogue.id)
-        .join(Condition, col(Condition.id) == col(Dialogue.condition_id))
-        .where(col(Condition.experiment_id) == experiment_id, col(Dialogue.status).in_(list(statuses)))
-    )
+    where = [col(Condition.experiment_id) == experiment_id, col(Dialogue.status).in_(list(statuses))]
+    if dialogue_ids is not None:
+        where.append(col(Dialogue.id).in_(list(dialogue_ids)))
+    in_statuses = select(Dialogue.id).join(Condition, col(Condition.id) == col(Dialogue.condition_id)).where(*where)
     with Session(db.reader_engine) as session:
         rows = session.exec(
             select(Dialogue, Condition.name)
             .join(Condition, col(Condition.id) == col(Dialogue.condition_id))
-            .where(col(Condition.experiment_id) == experiment_id, col(Dialogue.status).in_(list(statuses)))
+            .where(*where)
             .order_by(col(Dialogue.replicate), col(Condition.id))
         ).all()
         nodes = {
