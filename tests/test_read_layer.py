@@ -4,16 +4,14 @@ A forked dialogue has more turn nodes than turns in its current conversation. ``
 the TUI browser, the ``v_dialogue`` view and the report must all give the same number: the
 head's turn index (``clonechat.read.dialogues``). Built with the real writer, the scripted model
 and a real fork; read back through the CLI as a subprocess, the TUI with Pilot, raw SQL and
-the report's own loader.
+the report's own loader. Every test runs on an SQLite file and on a PostgreSQL database.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
-from contextlib import closing
 from pathlib import Path
 
 import anyio
@@ -24,16 +22,20 @@ from typer.testing import CliRunner
 from clonechat.analysis.load import load_report_data
 from clonechat.branching import fork_with_edit
 from clonechat.cli.app import app as cli_app
+from clonechat.location import DbLocation
 from clonechat.read.connect import open_reader, snapshot
-from clonechat.read.dialogues import dialogue_summaries
+from clonechat.read.dialogues import dialogue_summaries, resolve_dialogue
 from clonechat.read.export_rows import experiment_tables
 from clonechat.read.sides import anchor, group_by_anchor
+from clonechat.read.tree import children, newest_leaf, roots, tree_nodes, tree_place
 from clonechat.session import DialogueRequest
 from clonechat.store.database import Database
 from clonechat.tui.live import LiveDialogue, UiEvent
+from tests.conftest import on_both_backends
+from tests.helpers import raw_sql
 from tests.test_tui_browser import SIZE, RecordingApp, settle
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, on_both_backends]
 
 
 @pytest.fixture
@@ -59,26 +61,26 @@ async def forked_dialogue(db: Database) -> str:
     return live.dialogue_id
 
 
-def sql_rows(db_path: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
-    with closing(sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-        return list(conn.execute(sql, params).fetchall())
+def sql_rows(db_path: DbLocation, sql: str, **params: object) -> list[tuple[object, ...]]:
+    """``sql`` (``:name`` parameters) answered by plain SQL, not by the read layer."""
+    with raw_sql(db_path) as conn:
+        return [tuple(row) for row in conn.execute(sql, params)]
 
 
-def ls_listing(db_path: Path) -> str:
+def ls_listing(db_path: DbLocation) -> str:
     """``clonechat ls`` as a user runs it (a subprocess), its table as printed."""
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     command = [sys.executable, "-m", "clonechat", "ls", "--db", str(db_path)]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=True).stdout
 
 
-async def test_ls_browser_view_and_report_agree_on_a_forked_dialogues_turns(db: Database, db_path: Path) -> None:
+async def test_ls_browser_view_and_report_agree_on_a_forked_dialogues_turns(db: Database, db_path: DbLocation) -> None:
     dialogue_id = await forked_dialogue(db)
     db.close()
-    assert sql_rows(db_path, "SELECT count(*) FROM node WHERE dialogue_id = ? AND kind = 'turn'", dialogue_id) == [
-        (11,)
-    ]
+    turn_nodes = "SELECT count(*) FROM node WHERE dialogue_id = :d AND kind = 'turn'"
+    assert sql_rows(db_path, turn_nodes, d=dialogue_id) == [(11,)]
 
-    (view_turns,) = sql_rows(db_path, "SELECT turns FROM v_dialogue WHERE dialogue_id = ?", dialogue_id)[0]
+    (view_turns,) = sql_rows(db_path, "SELECT turns FROM v_dialogue WHERE dialogue_id = :d", d=dialogue_id)[0]
 
     listing = await anyio.to_thread.run_sync(ls_listing, db_path)
     header = next(line for line in listing.splitlines() if " turns " in line)
@@ -112,9 +114,8 @@ def test_a_prediction_sits_with_the_turn_it_predicts_and_other_side_answers_with
     assert group_by_anchor([first, second, third]) == {"2": [first, second, third]}
 
 
-def test_an_export_holds_only_the_prompts_its_own_experiment_refers_to(tmp_path: Path) -> None:
+def test_an_export_holds_only_the_prompts_its_own_experiment_refers_to(tmp_path: Path, db_path: DbLocation) -> None:
     """Another experiment's prediction prompts (hashes in its dialogues' settings) stay out."""
-    db_path = tmp_path / "runs.db"
     plain = (
         'name = "plain"\nreplicates = 1\nmax_turns = 2\nmodel_a = "scripted"\n[[conditions]]\ntemplate = "no-frame"\n'
     )
@@ -143,7 +144,7 @@ def test_an_export_holds_only_the_prompts_its_own_experiment_refers_to(tmp_path:
     assert exported <= referenced
 
 
-async def test_a_snapshot_reads_one_moment_while_another_process_writes(db: Database, db_path: Path) -> None:
+async def test_a_snapshot_reads_one_moment_while_another_process_writes(db: Database, db_path: DbLocation) -> None:
     """Every read function given a snapshot sees the database as at its first read, so a report
     written during a batch never mixes moments; outside it, the newest data."""
     await forked_dialogue(db)
@@ -161,3 +162,19 @@ async def test_a_snapshot_reads_one_moment_while_another_process_writes(db: Data
         assert len(dialogue_summaries(reader, limit=None)) == 2
         (condition,) = load_report_data(reader, "adhoc").conditions
         assert condition.dialogues == 2
+
+
+async def test_the_tree_and_the_text_filter_read_alike_on_both_backends(db: Database) -> None:
+    """The tree's walks (the newest leaf is one recursive query, typed the same on PostgreSQL)
+    and the browser's text filter (case-insensitive on both, ``%`` and ``_`` literal)."""
+    dialogue_id = await forked_dialogue(db)
+    dialogue = resolve_dialogue(db, dialogue_id)
+    assert dialogue.head_node_id is not None
+    (root,) = roots(db, dialogue_id)
+    assert newest_leaf(db, root.id) == dialogue.head_node_id
+    assert len(tree_nodes(db, dialogue_id)) == 1 + 11
+    place = tree_place(db, dialogue_id, dialogue.head_node_id)
+    assert place is not None and place.turn_index == 6
+    assert all(child.created_at.tzinfo is not None for child in children(db, root.id))
+    assert [d.id for d in dialogue_summaries(db, text="AN EDITED second")] == [dialogue_id]
+    assert dialogue_summaries(db, text="edited%turn") == []

@@ -69,7 +69,9 @@ def print_rows(columns: list[str], rows: Iterable[tuple[Any, ...]], fmt: OutputF
         sys.stdout.write("[")
         for count, row in enumerate(rows, start=1):
             sys.stdout.write(
-                ("\n" if count == 1 else ",\n") + json.dumps(dict(zip(columns, row, strict=True)), ensure_ascii=False)
+                ("\n" if count == 1 else ",\n")
+                # default=str: a value JSON has no type for (a date, an interval) as its text.
+                + json.dumps(dict(zip(columns, row, strict=True)), ensure_ascii=False, default=str)
             )
         sys.stdout.write("\n]\n" if count else "]\n")
         return count
@@ -112,7 +114,8 @@ def query(
     statement: Annotated[
         str,
         typer.Argument(
-            metavar="SQL", help="One read-only SQL statement (select ..., with ..., pragma table_info(node))."
+            metavar="SQL",
+            help="One read-only SQL statement (select ..., with ...; on SQLite also pragma table_info(node)).",
         ),
     ],
     fmt: FormatOption = OutputFormat.table,
@@ -123,7 +126,7 @@ def query(
 ) -> None:
     """Run SQL on the run database, read-only.
 
-    Any write (insert, update, delete, drop, attach, ...) is refused and the file is left
+    Any write (insert, update, delete, drop, attach, ...) is refused and the database is left
     exactly as it was. Tables and views: docs/schema.md."""
     from clonechat.read import console
 

@@ -1,9 +1,10 @@
-"""The run database as pandas DataFrames: ``clonechat.open_run_db(path)``.
+"""The run database as pandas DataFrames: ``clonechat.open_run_db(path_or_url)``.
 
 Each frame is one of the documented views (``docs/schema.md``, queries in
 :mod:`clonechat.read.frames`) read through the same read-only connection as ``clonechat query``
-(:mod:`clonechat.read.console`), so a notebook cannot change the database either. Columns
-ending in ``_at`` are parsed as UTC timestamps. pandas is an optional extra.
+(:mod:`clonechat.read.console`), so a notebook cannot change the database either, an SQLite
+file or a PostgreSQL database (``postgresql://...``), and the frames hold the same rows from
+either. Columns ending in ``_at`` are parsed as UTC timestamps. pandas is an optional extra.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from clonechat.errors import MissingExtraError
+from clonechat.location import ServerDatabase, db_location
 from clonechat.read import console
 from clonechat.read.console import QueryResult
 from clonechat.read.frames import frame_rows
@@ -35,9 +37,9 @@ def _pandas() -> Any:
 class RunDB:
     """A run database opened read-only for analysis. Use as a context manager, or ``close()``."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str | ServerDatabase) -> None:
         self._pd = _pandas()
-        self.path = Path(path)
+        self.path = db_location(path)
         self._conn = console.connect(self.path)
 
     def sql(self, query: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> pd.DataFrame:
@@ -87,6 +89,6 @@ class RunDB:
         self.close()
 
 
-def open_run_db(path: Path | str) -> RunDB:
-    """The run database at ``path`` for analysis in pandas (read-only)."""
+def open_run_db(path: Path | str | ServerDatabase) -> RunDB:
+    """The run database at ``path`` (a file, or a PostgreSQL URL) for analysis in pandas (read-only)."""
     return RunDB(path)

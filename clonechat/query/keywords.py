@@ -4,9 +4,10 @@ clone pairs drift into talk of consciousness, eternity, dance, 🌀?").
 One SQL statement (:mod:`clonechat.read.keywords`) over ``v_turn`` (the dialogue's current
 conversation, agent turns only), taking the keywords as a JSON list (and ``:experiment``, empty
 or NULL for all), so the same text runs in ``clonechat keywords``, in ``clonechat query``, in Datasette (which asks for
-``:keywords`` and ``:experiment`` in a form) and in pandas. Matching is a case-insensitive
-substring count (SQLite's ``lower`` folds ASCII only): ``dance`` also counts ``dancer``; use
-``clonechat search`` for whole words.
+``:keywords`` and ``:experiment`` in a form) and in pandas; on PostgreSQL the statement differs
+only in how it reads the JSON list. Matching is a case-insensitive substring count (``lower``
+folds ASCII only on SQLite): ``dance`` also counts ``dancer``; use ``clonechat search`` for
+whole words.
 """
 
 from __future__ import annotations

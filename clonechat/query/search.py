@@ -1,14 +1,17 @@
 """Full-text search over message content (``clonechat search``).
 
-The index is the FTS5 table ``node_fts`` over ``node.content``. The store indexes every node
-in the transaction that stores it (``writes.index_new_nodes``), so every message (turns,
-predictions, reports, forks, resumed turns) is searchable the moment it is committed, from any
-process; triggers keep it in sync with edits and deletions made with other tools. The
-tokenizer is ``unicode61``: words match case- and accent-insensitively, and FTS5 query syntax works (``"two words"``,
-``consciousness OR awareness``, ``conscious*``, ``NEAR(spiral dance)``). Emoji and other
-symbols are not words to it, so a query without letters or digits (``🌀``) is run as a
-case-insensitive substring scan instead, as is any query given with ``literal=True``.
-The statements are :mod:`clonechat.read.search`'s; this module says what a query means.
+A query is written in FTS5's syntax, on SQLite and on PostgreSQL alike: bare words (all of them),
+``"two words"`` (a phrase), ``consciousness OR awareness``, ``dance NOT spiral``, ``AND``,
+parentheses, ``conscious*`` (a prefix); ``NEAR(spiral dance)``, ``^`` and column filters work on
+SQLite only (PostgreSQL refuses them in one line). Words match case- and accent-insensitively.
+On SQLite the index is the FTS5 table ``node_fts`` over ``node.content``; on PostgreSQL a GIN
+index over the accent-folded words, asked with the same query rebuilt as a ``tsquery``
+(:mod:`clonechat.read.search`). The store indexes every node in the transaction that stores it,
+so every message (turns, predictions, reports, forks, resumed turns) is searchable the moment it
+is committed, from any process. Emoji and other symbols are not words, so a query without
+letters or digits (``🌀``) is run as a case-insensitive substring scan instead, as is any query
+given with ``literal=True``. The statements are :mod:`clonechat.read.search`'s; this module
+says what a query means.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def search(
         hits = find_messages(conn, query, experiment=experiment, kinds=kinds, substring=literal, limit=limit)
     except QueryError as exc:
         if not literal and str(exc).startswith("SQL error"):
-            # The statement is ours; what SQLite rejects is the query string.
+            # The statement is ours; what the backend (or the FTS5 grammar) rejects is the query.
             raise QueryError(
                 f"search {query!r}: not a valid full-text query ({str(exc).removeprefix('SQL error: ')}); "
                 "put words with punctuation in double quotes, or use --literal"
@@ -63,7 +66,7 @@ def search(
 def _mark_literal(hit: SearchHit, query: str, context: int = 60) -> SearchHit:
     text = hit.snippet
     at = text.lower().find(query.lower())
-    if at < 0:  # lower() of SQLite and Python disagree outside ASCII: show the start
+    if at < 0:  # lower() of the database and Python disagree outside ASCII: show the start
         return hit
     start, end = max(0, at - context), min(len(text), at + len(query) + context)
     snippet = (

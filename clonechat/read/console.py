@@ -1,25 +1,130 @@
 """The read-only SQL console: any statement a user types, for ``clonechat query``,
 ``open_run_db(...).sql`` and the ready-made queries (search, keyword rates, the frames).
 
-The connection is :func:`clonechat.read.connect.open_sqlite`'s (the one schema check). Two
-locks, so analysis can never change or delete data: the file is opened ``mode=ro`` and
-``query_only`` (SQLite itself refuses any write), and an authorizer refuses every statement
-that is not a read before it runs (INSERT, UPDATE, DELETE, DROP, CREATE, ALTER, ATTACH, DETACH, VACUUM, a PRAGMA
-that sets something), naming what was refused. The second lock gives the clear message and
-also covers what ``mode=ro`` alone would allow: ATTACH of another file, or a temporary table.
+One interface, :class:`ReadOnlyConnection` (:meth:`~ReadOnlyConnection.execute` one statement,
+``close``), and one implementation per backend, because each backend locks differently. Both
+refuse every write before it runs, naming it in one line (``refused DROP TABLE node: queries on
+runs/clonechat.db are read-only (nothing was changed)``), and both have a second lock behind
+that one:
+
+- **SQLite** (:class:`SqliteConsole`): the connection is
+  :func:`clonechat.read.connect.open_sqlite`'s (the one schema check), opened ``mode=ro`` and
+  ``query_only`` (SQLite itself refuses any write), and an authorizer refuses every statement
+  that is not a read before it runs (INSERT, UPDATE, DELETE, DROP, CREATE, ALTER, ATTACH, DETACH,
+  VACUUM, a PRAGMA that sets something). The authorizer gives the clear message and also covers
+  what ``mode=ro`` alone would allow: ATTACH of another file, or a temporary table.
+- **PostgreSQL** (:class:`~clonechat.read.server_console.ServerConsole`): every statement runs
+  in a transaction of its own, ``REPEATABLE READ, READ ONLY``, rolled back once its rows are
+  read, so the server refuses any write (its "cannot execute X in a read-only transaction" is
+  mapped to the same message). A read-only transaction still allows a few things that outlive it
+  or end it, so before anything is sent the statement's tokens are checked
+  (:func:`~clonechat.read.server_sql.check_server_statement`): one statement only, and only
+  SELECT, WITH, VALUES, TABLE, EXPLAIN or SHOW (no transaction control, no SET/RESET,
+  LISTEN/NOTIFY, COPY, DO, CALL, LOCK, VACUUM...), no data-modifying statement inside a WITH, no
+  function with side effects (advisory locks, ``set_config``, signalling other backends, large
+  objects, sequences, functions that run SQL text). The statement then goes out with the
+  extended protocol (a server-side cursor, or psycopg's stream), which carries one statement and
+  nothing after it.
+
+Rows look the same on both: JSON columns as their stored text, timestamps as SQLite stores them
+(naive UTC text, ``YYYY-MM-DD HH:MM:SS.ffffff``), booleans as 0/1, numerics as int or float, so a
+query, its CSV or JSON output and the pandas frames read the same whichever backend holds the
+run. ``:name`` parameters work on both (and ``?`` with a sequence of values).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clonechat.errors import QueryError
+from clonechat.location import DbLocation, ServerDatabase, db_location
 from clonechat.read.connect import existing_sqlite
+from clonechat.read.server_sql import ONE_STATEMENT, Params
+
+if TYPE_CHECKING:
+    pass
+
+#: How a timestamp reads back from either backend: the text SQLite stores (naive UTC).
+STORED_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The backend a console talks to, spelled like SQLAlchemy's (``conn.dialect.name``), so
+    the read layer picks its dialect's SQL the same way on a console and on an engine."""
+
+    name: str
+
+
+SQLITE = Dialect("sqlite")
+POSTGRESQL = Dialect("postgresql")
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A statement's column names and its rows, streamed (iterate once)."""
+
+    columns: list[str]
+    rows: Iterator[tuple[Any, ...]]
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return self.rows
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return list(self.rows)
+
+
+class ReadOnlyConnection(ABC):
+    """A connection that can only read. :meth:`execute` runs one statement and turns every
+    refusal and SQL error into a one-line :class:`QueryError`."""
+
+    location: DbLocation
+    dialect: Dialect
+
+    @abstractmethod
+    def execute(self, sql: str, params: Params = ()) -> QueryResult:
+        """Run one statement; its rows are read as they are iterated."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def refused(self, what: str) -> QueryError:
+        """The one message every refused write gets, on either backend."""
+        return QueryError(f"refused {what}: queries on {self.location} are read-only (nothing was changed)")
+
+
+def connect(location: DbLocation | str) -> ReadOnlyConnection:
+    """A read-only connection to the run database at ``location`` (checked: it exists, is a
+    clonechat database, and has the schema this clonechat reads)."""
+    where = db_location(location)
+    if isinstance(where, ServerDatabase):
+        from clonechat.read.server_console import ServerConsole
+
+        return ServerConsole.open(where)
+    return SqliteConsole.open(where)
+
+
+@contextmanager
+def read_only(location: DbLocation | str) -> Iterator[ReadOnlyConnection]:
+    conn = connect(location)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def run(conn: ReadOnlyConnection, sql: str, params: Params = ()) -> QueryResult:
+    """Run one statement; rows are streamed from the database as they are read."""
+    return conn.execute(sql, params)
+
+
+# -- SQLite: mode=ro, query_only and an authorizer ---------------------------------------------
 
 _ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 #: Pragmas that only report something, allowed with or without an argument.
@@ -121,72 +226,47 @@ class _Guard:
         return _describe(*self.refused[0]) if self.refused else None
 
 
-@dataclass
-class ReadOnlyConnection:
-    """A connection that can only read; :meth:`execute` turns every refusal and SQL error
-    into a one-line :class:`QueryError`."""
+class SqliteConsole(ReadOnlyConnection):
+    """The console on an SQLite file: ``mode=ro``, ``query_only`` and the authorizer."""
 
-    path: Path
-    raw: sqlite3.Connection
-    guard: _Guard
+    dialect = SQLITE
 
-    def execute(self, sql: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> sqlite3.Cursor:
+    def __init__(self, path: Path, raw: sqlite3.Connection, guard: _Guard) -> None:
+        self.location = path
+        self.raw = raw
+        self.guard = guard
+
+    @classmethod
+    def open(cls, path: Path) -> SqliteConsole:
+        raw = existing_sqlite(path)
+        guard = _Guard()
+        raw.set_authorizer(guard)
+        return cls(path, raw, guard)
+
+    def execute(self, sql: str, params: Params = ()) -> QueryResult:
         self.guard.refused.clear()
         try:
-            return self.raw.execute(sql, params)
+            cursor = self.raw.execute(sql, params)
         except (sqlite3.Error, sqlite3.Warning) as exc:
             raise self._error(exc) from None
+        return QueryResult([d[0] for d in cursor.description or ()], self._rows(cursor))
 
-    def _error(self, exc: Exception) -> QueryError:
-        refused = self.guard.summary()
-        if refused is not None or "readonly" in str(exc) or "may not be modified" in str(exc):
-            what = refused or "a write"
-            return QueryError(f"refused {what}: queries on {self.path} are read-only (nothing was changed)")
-        if "one statement at a time" in str(exc):
-            return QueryError("give one SQL statement at a time")
-        return QueryError(f"SQL error: {exc}")
-
-    def close(self) -> None:
-        self.raw.close()
-
-
-def connect(path: Path | str) -> ReadOnlyConnection:
-    """A read-only connection to the run database at ``path`` (checked: it exists, is a
-    clonechat database, and has the schema this clonechat reads)."""
-    db_path = Path(path)
-    raw = existing_sqlite(db_path)
-    guard = _Guard()
-    raw.set_authorizer(guard)
-    return ReadOnlyConnection(db_path, raw, guard)
-
-
-@contextmanager
-def read_only(path: Path | str) -> Iterator[ReadOnlyConnection]:
-    conn = connect(path)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    columns: list[str]
-    rows: Iterator[tuple[Any, ...]]
-
-
-def run(conn: ReadOnlyConnection, sql: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> QueryResult:
-    """Run one statement; rows are streamed from SQLite as they are read."""
-    cursor = conn.execute(sql, params)
-    columns = [d[0] for d in cursor.description or ()]
-
-    def rows() -> Iterator[tuple[Any, ...]]:
+    def _rows(self, cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
         # Not ``yield from``: that would close the cursor when an abandoned generator is
         # collected, after the connection it belongs to may already be closed.
         try:
             for row in cursor:  # noqa: UP028
                 yield row
         except sqlite3.Error as exc:
-            raise conn._error(exc) from None
+            raise self._error(exc) from None
 
-    return QueryResult(columns, rows())
+    def _error(self, exc: Exception) -> QueryError:
+        refused = self.guard.summary()
+        if refused is not None or "readonly" in str(exc) or "may not be modified" in str(exc):
+            return self.refused(refused or "a write")
+        if "one statement at a time" in str(exc):
+            return QueryError(ONE_STATEMENT)
+        return QueryError(f"SQL error: {exc}")
+
+    def close(self) -> None:
+        self.raw.close()

@@ -55,8 +55,9 @@ def dialogue_summaries(
 ) -> list[DialogueSummary]:
     """Dialogues matching every given filter, newest first, at most ``limit`` (``None``: all).
 
-    ``text`` is a case-insensitive substring of any turn's content (``LIKE``, with ``%`` and
-    ``_`` taken literally); blank text is no filter.
+    ``text`` is a case-insensitive substring of any turn's content (``LIKE`` of the lower-cased
+    content, which folds case the same way on both backends; ``%`` and ``_`` taken literally);
+    blank text is no filter.
     """
     from sqlalchemy import text as sql
 
@@ -76,7 +77,7 @@ def dialogue_summaries(
         needle = text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         where.append(
             "EXISTS (SELECT 1 FROM node n WHERE n.dialogue_id = v.dialogue_id AND n.kind = 'turn' "
-            "AND n.content LIKE :needle ESCAPE '\\')"
+            "AND lower(n.content) LIKE lower(:needle) ESCAPE '\\')"
         )
         params["needle"] = f"%{needle}%"
     query = f"SELECT {_SUMMARY_COLUMNS} FROM v_dialogue v"

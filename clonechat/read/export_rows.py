@@ -1,11 +1,20 @@
 """Everything stored about one experiment, table by table, the rows exactly as stored: what
-``clonechat export`` writes (:mod:`clonechat.query.export` turns them into files)."""
+``clonechat export`` writes (:mod:`clonechat.query.export` turns them into files).
+
+Rows read the same from either backend: the columns are the model's (``clonechat.store.models``,
+listed by name, so PostgreSQL's ``node.rowid``, its storage order, is not among them), JSON
+columns are their stored text, and times are UTC text as SQLite stores them
+(``YYYY-MM-DD HH:MM:SS.ffffff``; PostgreSQL hands back ``datetime`` values).
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
+from functools import cache
 from typing import Any
 
 from clonechat.read.connect import Readable, connection
+from clonechat.read.console import STORED_TIME_FORMAT
 from clonechat.read.experiments import require_experiment
 
 #: A table's column names and rows.
@@ -13,25 +22,47 @@ Rows = tuple[list[str], list[tuple[Any, ...]]]
 TABLES = ("experiment", "condition", "dialogue", "node", "score", "turn_metrics", "prompt")
 
 _DIALOGUES = "SELECT d.id FROM dialogue d JOIN condition c ON c.id = d.condition_id WHERE c.experiment_id = :e"
-#: Each table's rows belonging to the experiment ``:e``, in a stable order.
-ROWS = {
-    "experiment": "SELECT * FROM experiment WHERE id = :e",
-    "condition": "SELECT * FROM condition WHERE experiment_id = :e ORDER BY name",
-    "dialogue": f"SELECT * FROM dialogue WHERE id IN ({_DIALOGUES}) ORDER BY id",
-    "node": f"SELECT * FROM node WHERE dialogue_id IN ({_DIALOGUES}) ORDER BY dialogue_id, rowid",
-    "score": f"""SELECT s.* FROM score s JOIN node n ON n.id = s.node_id
-                 WHERE n.dialogue_id IN ({_DIALOGUES}) ORDER BY s.id""",
-    "turn_metrics": f"SELECT * FROM turn_metrics WHERE dialogue_id IN ({_DIALOGUES}) ORDER BY node_id",
+#: Each table's rows belonging to the experiment ``:e``, in a stable order (``{columns}``: the
+#: model's columns, see :func:`rows_sql`).
+_ROWS = {
+    "experiment": "SELECT {columns} FROM experiment t WHERE t.id = :e",
+    "condition": "SELECT {columns} FROM condition t WHERE t.experiment_id = :e ORDER BY t.name",
+    "dialogue": f"SELECT {{columns}} FROM dialogue t WHERE t.id IN ({_DIALOGUES}) ORDER BY t.id",
+    "node": f"SELECT {{columns}} FROM node t WHERE t.dialogue_id IN ({_DIALOGUES}) ORDER BY t.dialogue_id, t.rowid",
+    "score": f"""SELECT {{columns}} FROM score t JOIN node n ON n.id = t.node_id
+                 WHERE n.dialogue_id IN ({_DIALOGUES}) ORDER BY t.id""",
+    "turn_metrics": f"SELECT {{columns}} FROM turn_metrics t WHERE t.dialogue_id IN ({_DIALOGUES}) ORDER BY t.node_id",
     # Prompts the experiment's dialogues, conditions and forks refer to (by hash, in a column or
-    # inside their settings).
-    "prompt": f"""SELECT p.* FROM prompt p WHERE
-        EXISTS (SELECT 1 FROM dialogue d WHERE d.id IN ({_DIALOGUES}) AND (p.hash IN
-                (d.system_prompt_a, d.system_prompt_b, d.opening_prompt) OR instr(d.settings, p.hash)))
-        OR EXISTS (SELECT 1 FROM condition c WHERE c.experiment_id = :e AND instr(c.settings, p.hash))
+    # inside their settings; hashes are hex digits, so LIKE finds them as they are).
+    "prompt": f"""SELECT {{columns}} FROM prompt t WHERE
+        EXISTS (SELECT 1 FROM dialogue d WHERE d.id IN ({_DIALOGUES}) AND (t.hash IN
+                (d.system_prompt_a, d.system_prompt_b, d.opening_prompt)
+                OR CAST(d.settings AS TEXT) LIKE '%' || t.hash || '%'))
+        OR EXISTS (SELECT 1 FROM condition c WHERE c.experiment_id = :e
+                   AND CAST(c.settings AS TEXT) LIKE '%' || t.hash || '%')
         OR EXISTS (SELECT 1 FROM node n WHERE n.dialogue_id IN ({_DIALOGUES}) AND n.model = 'researcher-edit'
-                   AND instr(n.params, p.hash))
-        ORDER BY p.hash""",
+                   AND CAST(n.params AS TEXT) LIKE '%' || t.hash || '%')
+        ORDER BY t.hash""",
 }
+
+
+@cache
+def rows_sql(table: str) -> str:
+    """The statement reading ``table``'s rows of the experiment ``:e``: every column of the
+    model by name, JSON columns as their stored text."""
+    from sqlmodel import SQLModel
+
+    import clonechat.store.models  # noqa: F401  (registers the tables in SQLModel.metadata)
+
+    columns = [
+        f"CAST(t.{c.name} AS TEXT) AS {c.name}" if str(c.type).upper() == "JSON" else f"t.{c.name}"
+        for c in SQLModel.metadata.tables[table].columns
+    ]
+    return _ROWS[table].format(columns=", ".join(columns))
+
+
+def _as_stored(value: Any) -> Any:
+    return value.strftime(STORED_TIME_FORMAT) if isinstance(value, datetime) else value
 
 
 def experiment_tables(db: Readable, name: str) -> dict[str, Rows]:
@@ -46,6 +77,6 @@ def experiment_tables(db: Readable, name: str) -> dict[str, Rows]:
         # One read transaction (every reader connection begins one, see read.connect): a
         # batch committing meanwhile cannot make the tables disagree.
         for table in TABLES:
-            result = conn.execute(text(ROWS[table]), {"e": experiment_id})
-            tables[table] = (list(result.keys()), [tuple(row) for row in result])
+            result = conn.execute(text(rows_sql(table)), {"e": experiment_id})
+            tables[table] = (list(result.keys()), [tuple(_as_stored(v) for v in row) for row in result])
     return tables

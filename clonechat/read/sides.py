@@ -10,9 +10,10 @@ before the turn was written) and the TUI's dialogue screen (its side panel) all 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from clonechat.read.connect import Readable, connection
 
@@ -84,9 +85,10 @@ def side_answers(db: Readable, dialogue_ids: list[str]) -> dict[str, set[str]]:
     return found
 
 
+#: ``s.detail`` is the answer's reading in force (JSON): its ``answer`` is taken in Python, the
+#: same on both backends (SQLite's ``json_extract`` is PostgreSQL's ``->>``).
 _EXPERIMENT_SIDES = """
-SELECT c.name, n.dialogue_id, n.kind, n.speaker, n.variant, n.content, n.model,
-       json_extract(s.detail, '$.answer')
+SELECT c.name, n.dialogue_id, n.kind, n.speaker, n.variant, n.content, n.model, s.detail
 FROM node n
 JOIN dialogue d ON d.id = n.dialogue_id
 JOIN condition c ON c.id = d.condition_id
@@ -131,7 +133,15 @@ def experiment_sides(db: Readable, experiment_id: str, answer_scorer: str) -> li
             variant=variant,
             content=str(content),
             model=model,
-            answer=None if answer is None else str(answer),
+            answer=_answer(detail),
         )
-        for condition, dialogue, kind, speaker, variant, content, model, answer in rows
+        for condition, dialogue, kind, speaker, variant, content, model, detail in rows
     ]
+
+
+def _answer(detail: str | dict[str, Any] | None) -> str | None:
+    """The ``answer`` of a stored reading (JSON text on SQLite, parsed on PostgreSQL)."""
+    if detail is None:
+        return None
+    answer = (json.loads(detail) if isinstance(detail, str) else detail).get("answer")
+    return None if answer is None else str(answer)

@@ -33,10 +33,11 @@ _TREE_NODES = (
 _PLACE = "SELECT parent_id, turn_index FROM node WHERE id = :id AND dialogue_id = :dialogue AND kind IN :kinds"
 _CHILDREN = "SELECT id, created_at FROM node WHERE parent_id = :parent AND kind IN :kinds"
 _ROOTS = "SELECT id, created_at FROM node WHERE dialogue_id = :dialogue AND parent_id IS NULL AND kind IN :kinds"
-#: Down from ``:start`` by the newest child each step (one indexed lookup per step).
+#: Down from ``:start`` by the newest child each step (one indexed lookup per step). The start is
+#: cast to the column's type: PostgreSQL types a recursive CTE's columns by its first part.
 _NEWEST_DESCENT = """
 WITH RECURSIVE down(id, depth) AS (
-    SELECT :start, 0
+    SELECT CAST(:start AS VARCHAR), 0
     UNION ALL
     SELECT (SELECT n.id FROM node n WHERE n.parent_id = down.id AND n.kind IN :kinds
             ORDER BY n.created_at DESC, n.id DESC LIMIT 1), depth + 1
