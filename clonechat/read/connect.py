@@ -264,8 +264,9 @@ def reader_engine(path: Path) -> Engine:
     return engine
 
 
-def _server_reader(location: ServerDatabase) -> Reader | None:
-    """A checked :class:`Reader` on a PostgreSQL database (``None``: no clonechat tables yet)."""
+def checked_server_engine(location: ServerDatabase) -> Engine | None:
+    """A read-only engine on a PostgreSQL database after the schema check (``None``: no
+    clonechat tables yet); a failure to connect is a StoreError naming the database."""
     from sqlalchemy.exc import SQLAlchemyError
 
     engine = server_engine(location, read_only=True)
@@ -281,7 +282,13 @@ def _server_reader(location: ServerDatabase) -> Reader | None:
     if version == 0:
         engine.dispose()
         return None
-    return Reader(location, engine)
+    return engine
+
+
+def _server_reader(location: ServerDatabase) -> Reader | None:
+    """A checked :class:`Reader` on a PostgreSQL database (``None``: no clonechat tables yet)."""
+    engine = checked_server_engine(location)
+    return None if engine is None else Reader(location, engine)
 
 
 def _file_reader(path: Path) -> Reader | None:

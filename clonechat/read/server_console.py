@@ -92,24 +92,13 @@ class ServerConsole(ReadOnlyConnection):
         from psycopg import IsolationLevel
         from sqlalchemy.exc import SQLAlchemyError
 
-        from clonechat.read.connect import (
-            check_version,
-            nothing_to_read,
-            server_engine,
-            server_reason,
-            server_schema_state,
-        )
+        from clonechat.read.connect import checked_server_engine, nothing_to_read, server_reason
 
-        engine = server_engine(location, read_only=True)
+        engine = checked_server_engine(location)
+        if engine is None:
+            raise nothing_to_read(location)
         try:
-            with engine.connect() as checking:
-                version = check_version(*server_schema_state(checking), location)
-            if version == 0:
-                raise nothing_to_read(location)
             raw = engine.raw_connection()
-        except StoreError:
-            engine.dispose()
-            raise
         except SQLAlchemyError as exc:
             engine.dispose()
             raise StoreError(f"cannot read {location}: {server_reason(exc)}") from None

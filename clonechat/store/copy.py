@@ -74,7 +74,7 @@ from clonechat.location import DbLocation, ServerDatabase
 from clonechat.read.connect import Readable, check_version, connection, nothing_to_read, server_reason
 from clonechat.store import migrations, writes
 from clonechat.store.database import Database
-from clonechat.store.dialect import insert_rows, is_sqlite, server_value, sqlite_value
+from clonechat.store.dialect import insert_rows
 
 #: The tables an experiment is made of, parents before children: the order rows are inserted in.
 COPIED_TABLES = ("experiment", "condition", "prompt_template", "prompt", "dialogue", "node", "turn_metrics", "score")
@@ -465,16 +465,6 @@ def _refuse_taken_places(conn: Connection, chunk: _Chunk, where: DbLocation) -> 
 
 
 def _insert_scores(conn: Connection, rows: Sequence[Sequence[Any]]) -> int:
-    """Insert score rows, skipping those whose ``(node_id, scorer, version)`` is stored. The
-    same bulk ``executemany`` as :func:`insert_rows`, but with the conflict named: a clash on
-    anything else (the surrogate id) is an error, never a silently dropped score."""
-    if not rows:
-        return 0
-    placeholder = "?" if is_sqlite(conn) else "%s"
-    convert = sqlite_value if is_sqlite(conn) else server_value
-    sql = (
-        f"INSERT INTO score ({', '.join(_SCORE)}) VALUES ({', '.join(placeholder for _ in _SCORE)}) "
-        "ON CONFLICT (node_id, scorer, version) DO NOTHING"
-    )
-    result = conn.exec_driver_sql(sql, [tuple(convert(v) for v in row) for row in rows])
-    return int(result.rowcount or 0)
+    """Insert score rows, skipping those whose ``(node_id, scorer, version)`` is stored: a clash
+    on anything else (the surrogate id) is an error, never a silently dropped score."""
+    return insert_rows(conn, "score", _SCORE, rows, conflict=("node_id", "scorer", "version"))

@@ -47,17 +47,22 @@ def server_value(value: Any) -> Any:
     return value
 
 
-def insert_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+def insert_rows(
+    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], conflict: Sequence[str] = ()
+) -> int:
     """``INSERT ... ON CONFLICT DO NOTHING`` of many rows as one DB-API ``executemany`` (the
     hot path: SQLAlchemy's per-row bind processing cost several times more per turn). Values
-    are converted for the driver here; returns how many rows were new where the driver says."""
+    are converted for the driver here; returns how many rows were new where the driver says.
+    ``conflict`` names the unique columns whose clash means "already stored" (then a clash on
+    anything else, such as a surrogate id, is an error rather than a silently dropped row)."""
     if not rows:
         return 0
     placeholder = "?" if is_sqlite(conn) else "%s"
     convert = sqlite_value if is_sqlite(conn) else server_value
+    target = f"({', '.join(conflict)}) " if conflict else ""
     sql = (
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(placeholder for _ in columns)}) "
-        "ON CONFLICT DO NOTHING"
+        f"ON CONFLICT {target}DO NOTHING"
     )
     result = conn.exec_driver_sql(sql, [tuple(convert(v) for v in row) for row in rows])
     return int(result.rowcount or 0)
