@@ -90,6 +90,25 @@ class Lines:
         self._thread.join(timeout=10)
 
 
+#: The first kills land while the process starts (imports, migrations, the plan); the others
+#: after the run has committed a turn.
+EARLY_KILLS = 3
+
+
+def turn_rows(db: DbLocation) -> int:
+    if schema_state_of(db) in (None, (0, False)):
+        return 0
+    with raw_sql(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM node WHERE kind = 'turn'").scalar_one())
+
+
+def wait_for_turns(db: DbLocation, proc: subprocess.Popen[str], before: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while turn_rows(db) <= before and proc.poll() is None:
+        assert time.monotonic() < deadline, "the resumed batch stored no turn"
+        time.sleep(0.02)
+
+
 def check_consistent(db: DbLocation) -> None:
     if isinstance(db, Path):
         with closing(sqlite3.connect(db)) as conn:
@@ -133,9 +152,14 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path, 
     while kills < KILLS:
         runs += 1
         assert runs < KILLS * 3, "the batch keeps finishing before it can be killed: make it slower"
+        before = turn_rows(db)
         proc = start(spec, db)
         lines = Lines(proc)
         assert lines.ready.wait(60), "".join(lines.text)
+        if kills >= EARLY_KILLS:
+            # Each run stores something before it dies, however slowly a busy machine starts
+            # it: wait for its first committed turn, then kill at a random moment after it.
+            wait_for_turns(db, proc, before)
         during_commit = kills % 2 == 0
         if during_commit:
             # Kill while the writer holds an open transaction with rows inserted: the driver

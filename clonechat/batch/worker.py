@@ -121,7 +121,8 @@ class LeasedJobs:
             still = await self.writer.call(
                 partial(leases.renew, worker_id=self.info.id, held=held, lease_seconds=self.lease_seconds)
             )
-            gone = set(held) - still
+            # A dialogue released meanwhile (it ended) is no longer held, and not lost either.
+            gone = (set(held) - still) & set(self.fence.snapshot())
             if gone:
                 self.fence.mark_lost(gone)
                 self.fence.deliver()
@@ -191,13 +192,12 @@ class LeasedJobs:
         dialogue_id = job.dialogue_id
         if self._scopes.pop(dialogue_id, None) is not None:
             self._running -= 1
-        epoch = self.fence.snapshot().get(dialogue_id)
+        # Forgotten first: a heartbeat renewing meanwhile must not take the released lease for a
+        # lost one. The release itself checks the worker and the epoch, in its transaction.
+        epoch = self.fence.forget(dialogue_id)
         if epoch is not None:
             worker_id, reason = self.info.id, "stopped" if self.stopping.is_set() else "ended"
-            await self.writer.call(
-                lambda conn: leases.release(conn, worker_id, dialogue_id, epoch, reason), dialogue_id=dialogue_id
-            )
-        self.fence.forget(dialogue_id)
+            await self.writer.call(lambda conn: leases.release(conn, worker_id, dialogue_id, epoch, reason))
 
     def _lost(self, dialogue_id: str) -> None:
         """The lease on ``dialogue_id`` is gone (expired, or taken by another worker): stop it

@@ -264,9 +264,10 @@ class Fence:
         with self._lock:
             self.held[dialogue_id] = epoch
 
-    def forget(self, dialogue_id: str) -> None:
+    def forget(self, dialogue_id: str) -> int | None:
+        """Stop checking ``dialogue_id`` (it is being released); its epoch, if it was held."""
         with self._lock:
-            self.held.pop(dialogue_id, None)
+            return self.held.pop(dialogue_id, None)
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
