@@ -95,6 +95,8 @@ class LeasedJobs:
         self._ready: list[DialogueJob] = []
         self._running = 0
         self._exhausted = False
+        #: Dialogues whose release is being committed.
+        self._releasing: set[str] = set()
 
     async def start(self) -> None:
         """Register the worker and make its writer check every leased write."""
@@ -121,8 +123,8 @@ class LeasedJobs:
             still = await self.writer.call(
                 partial(leases.renew, worker_id=self.info.id, held=held, lease_seconds=self.lease_seconds)
             )
-            # A dialogue released meanwhile (it ended) is no longer held, and not lost either.
-            gone = (set(held) - still) & set(self.fence.snapshot())
+            # A dialogue being released (it ended) is no longer renewed, and not lost either.
+            gone = (set(held) - still - self._releasing) & set(self.fence.snapshot())
             if gone:
                 self.fence.mark_lost(gone)
                 self.fence.deliver()
@@ -192,12 +194,20 @@ class LeasedJobs:
         dialogue_id = job.dialogue_id
         if self._scopes.pop(dialogue_id, None) is not None:
             self._running -= 1
-        # Forgotten first: a heartbeat renewing meanwhile must not take the released lease for a
-        # lost one. The release itself checks the worker and the epoch, in its transaction.
-        epoch = self.fence.forget(dialogue_id)
+        # The fence keeps the dialogue until the release has committed: writes of it still queued
+        # behind a stalled connection (a cut link) must be checked against the lease, never
+        # waved through. Meanwhile the heartbeat must not take the released lease for a lost one.
+        epoch = self.fence.snapshot().get(dialogue_id)
         if epoch is not None:
+            self._releasing.add(dialogue_id)
             worker_id, reason = self.info.id, "stopped" if self.stopping.is_set() else "ended"
-            await self.writer.call(lambda conn: leases.release(conn, worker_id, dialogue_id, epoch, reason))
+            try:
+                await self.writer.call(
+                    lambda conn: leases.release(conn, worker_id, dialogue_id, epoch, reason), dialogue_id=dialogue_id
+                )
+            finally:
+                self.fence.forget(dialogue_id)
+                self._releasing.discard(dialogue_id)
 
     def _lost(self, dialogue_id: str) -> None:
         """The lease on ``dialogue_id`` is gone (expired, or taken by another worker): stop it
