@@ -37,7 +37,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +47,9 @@ from pydantic import ValidationError
 from clonechat.constants import MODELS_ENV_VAR as MODELS_ENV_VAR
 from clonechat.errors import ConfigError
 from clonechat.providers.base import GenerationParams, Provider, ProviderLoad
+from clonechat.providers.pricing import Prices
 from clonechat.registry_file import PROVIDERS as PROVIDERS
-from clonechat.registry_file import ModelEntry, ModelsFile, models_file_error
+from clonechat.registry_file import ModelEntry, ModelsFile, check_thinking, models_file_error
 from clonechat.registry_file import ModelsFileError as ModelsFileError
 from clonechat.registry_file import ProviderName as ProviderName
 
@@ -71,6 +72,18 @@ class ModelSpec:
     idle_timeout: float = 60.0
     retry_budget: float = 300.0
     source: str = "built in"
+    #: US dollars per million tokens; None: unknown (nothing is costed).
+    prices: Prices | None = None
+    #: OpenAI-compatible reasoning models: ``reasoning_effort`` sent with every request.
+    reasoning_effort: str | None = None
+    #: Anthropic extended thinking budget (tokens); None: thinking off.
+    thinking_budget: int | None = None
+    #: Split inline ``<think>...</think>`` off the content (OpenAI-compatible servers).
+    think_tags: bool = False
+    #: Anthropic prompt-caching breakpoints (on unless switched off).
+    prompt_caching: bool = True
+    #: How the server scores given text (None: it cannot; surprisal is "not available").
+    prompt_logprobs: str | None = None
 
 
 def _embedded_defaults() -> GenerationParams:
@@ -88,6 +101,8 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
 def spec_from_entry(name: str, entry: ModelEntry, source: str | Path) -> ModelSpec:
     """The model a validated ``[models.NAME]`` table describes."""
     base = _embedded_defaults() if entry.provider == "local" else GenerationParams()
+    if entry.thinking is not None:
+        base = replace(base, temperature=1.0)  # the only temperature Anthropic allows with thinking
     return ModelSpec(
         name=name,
         provider=entry.provider,
@@ -101,7 +116,23 @@ def spec_from_entry(name: str, entry: ModelEntry, source: str | Path) -> ModelSp
         idle_timeout=entry.idle_timeout,
         retry_budget=entry.retry_budget,
         source=str(source),
+        prices=None if entry.prices is None else entry.prices.prices(),
+        reasoning_effort=entry.reasoning_effort,
+        thinking_budget=None if entry.thinking is None else entry.thinking.budget_tokens,
+        think_tags=bool(entry.think_tags),
+        prompt_caching=entry.prompt_caching is not False,
+        prompt_logprobs=entry.prompt_logprobs,
     )
+
+
+def check_generation(spec: ModelSpec, params: GenerationParams) -> None:
+    """Parameters a dialogue will send to ``spec``'s model that its API would refuse, as one
+    line (``ConfigError``) before any request: today, Anthropic's thinking rules."""
+    if spec.thinking_budget is not None:
+        try:
+            check_thinking(spec.thinking_budget, params.max_tokens, params.temperature)
+        except ValueError as exc:
+            raise ConfigError(f"model '{spec.name}': {exc}") from None
 
 
 def spec_from_toml(name: str, raw: Any, source: Path, *, text: str | None = None) -> ModelSpec:
@@ -258,7 +289,7 @@ class ProviderPool:
         if spec.provider == "scripted":
             from clonechat.providers.scripted import ScriptedProvider
 
-            return ScriptedProvider(model_name=spec.name)
+            return ScriptedProvider(model_name=spec.name, prices=spec.prices)
         from clonechat.providers.retry import RetryPolicy
 
         assert spec.model_id is not None
@@ -269,15 +300,23 @@ class ProviderPool:
             "api_key": api_key(spec),
             "stream": spec.stream,
             "retry": RetryPolicy(budget=spec.retry_budget),
+            "prices": spec.prices,
         }
         if spec.provider == "openai-compatible":
+            kwargs.update(reasoning_effort=spec.reasoning_effort, think_tags=spec.think_tags)
+            if spec.prompt_logprobs is not None:
+                from clonechat.providers.server_logprobs import ScoringOpenAICompatibleProvider
+
+                return ScoringOpenAICompatibleProvider(**kwargs, prompt_logprobs=spec.prompt_logprobs)
             from clonechat.providers.openai_compat import OpenAICompatibleProvider
 
             return OpenAICompatibleProvider(**kwargs)
         if spec.provider == "anthropic":
             from clonechat.providers.anthropic import AnthropicProvider
 
-            return AnthropicProvider(**kwargs)
+            return AnthropicProvider(
+                **kwargs, thinking_budget=spec.thinking_budget, prompt_caching=spec.prompt_caching
+            )
         raise ConfigError(f"model '{spec.name}': unknown provider '{spec.provider}'")
 
     async def aclose(self) -> None:

@@ -5,7 +5,7 @@ The file holds ``[models.NAME]`` tables and nothing else; each table's keys are
 Every error names the file, the line where it can, the model and the key::
 
     models.toml:7: models.llama-8b: max_connections must be at least 1 (got 0)
-    models.toml:2: models.x: provider must be local, openai-compatible or anthropic (got "nope")
+    models.toml:2: models.x: provider must be local, openai-compatible, anthropic or scripted (got "nope")
     models.toml:4: models.x: unknown key 'colour' (known keys: api_key_env, base_url, ...)
 """
 
@@ -22,13 +22,20 @@ from clonechat.batch.toml_lines import Loc, format_loc, line_of
 from clonechat.config_errors import describe_error
 from clonechat.errors import ConfigError
 from clonechat.providers.base import GenerationParams
+from clonechat.providers.pricing import Prices
 
-#: Providers a models file may name.
-FileProviderName = Literal["local", "openai-compatible", "anthropic"]
-#: Every provider: those of the files, and the built-in test double.
-ProviderName = Literal[FileProviderName, "scripted"]
+#: Providers a models file may name (``scripted``, the test double, so that tests and harness
+#: benchmarks can give it prices or a name of their own).
+FileProviderName = Literal["local", "openai-compatible", "anthropic", "scripted"]
+#: Every provider.
+ProviderName = FileProviderName
 PROVIDERS: tuple[ProviderName, ...] = get_args(ProviderName)
 FILE_PROVIDERS: tuple[FileProviderName, ...] = get_args(FileProviderName)
+#: How a server returns the log-probabilities of given text (see docs/surprisal.md).
+PromptLogprobsForm = Literal["llama-cpp", "vllm", "sglang"]
+ReasoningEffort = Literal["minimal", "low", "medium", "high"]
+#: Anthropic's smallest thinking budget.
+MIN_THINKING_BUDGET = 1024
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 
@@ -55,6 +62,37 @@ class ModelDefaults(BaseModel):
         )
 
 
+class ModelPrices(BaseModel):
+    """``[models.NAME.prices]``: US dollars per million tokens (see :mod:`clonechat.providers.pricing`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+    reasoning: float | None = Field(default=None, ge=0)
+
+    def prices(self) -> Prices:
+        return Prices(**self.model_dump())
+
+
+class ModelThinking(BaseModel):
+    """``[models.NAME.thinking]``: Anthropic extended thinking."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    budget_tokens: int = Field(ge=MIN_THINKING_BUDGET)
+
+
+#: Options that only one kind of provider understands.
+_PROVIDER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "thinking": ("anthropic",),
+    "prompt_caching": ("anthropic",),
+    "reasoning_effort": ("openai-compatible",),
+    "think_tags": ("openai-compatible",),
+    "prompt_logprobs": ("openai-compatible",),
+}
+
+
 class ModelEntry(BaseModel):
     """One ``[models.NAME]`` table."""
 
@@ -72,15 +110,45 @@ class ModelEntry(BaseModel):
     stream: bool = True
     idle_timeout: float = Field(default=60.0, gt=0)
     retry_budget: float = Field(default=300.0, ge=0)
+    #: Reasoning models on OpenAI-compatible servers: sent as ``reasoning_effort``.
+    reasoning_effort: ReasoningEffort | None = None
+    #: Anthropic extended thinking (needs temperature 1 and a budget below ``max_tokens``).
+    thinking: ModelThinking | None = None
+    #: Split ``<think>...</think>`` off the start of the content, for servers that send the
+    #: reasoning inline instead of as ``reasoning_content`` / ``reasoning``.
+    think_tags: bool | None = None
+    #: Anthropic: mark the system prompt and the history's last message for prompt caching.
+    prompt_caching: bool | None = None
+    #: The server can score given text, in this form (the ``surprisal`` scorer uses it).
+    prompt_logprobs: PromptLogprobsForm | None = None
+    prices: ModelPrices | None = None
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
 
     @model_validator(mode="after")
     def _servers_need_url_and_model(self) -> Self:
-        if self.provider != "local":
+        if self.provider not in ("local", "scripted"):
             for key in ("base_url", "model"):
                 if getattr(self, key) is None:
                     raise ValueError(f"'{key}' is required for provider {self.provider}")
+        for key, providers in _PROVIDER_OPTIONS.items():
+            if getattr(self, key) is not None and self.provider not in providers:
+                raise ValueError(f"'{key}' is an option of provider {' and '.join(providers)}, not {self.provider}")
+        if self.thinking is not None:
+            check_thinking(self.thinking.budget_tokens, self.defaults.max_tokens, self.defaults.temperature, "defaults.")
         return self
+
+
+def check_thinking(budget: int, max_tokens: int | None, temperature: float | None, where: str = "") -> None:
+    """Anthropic's rules for extended thinking, checked before any request: the budget must be
+    below ``max_tokens`` (which counts thinking and answer together) and sampling must be left
+    at temperature 1. Raises ``ValueError`` with one line naming the key."""
+    if max_tokens is not None and budget >= max_tokens:
+        raise ValueError(
+            f"thinking.budget_tokens ({budget}) must be below {where}max_tokens ({max_tokens}): "
+            "max_tokens counts the thinking and the answer together"
+        )
+    if temperature is not None and temperature != 1:
+        raise ValueError(f"{where}temperature must be 1 with thinking (got {temperature:g}); Anthropic refuses any other")
 
 
 class ModelsFile(BaseModel):
@@ -120,8 +188,9 @@ _BOUNDS = {
 
 def _known_keys(in_entry: bool, table: Loc) -> list[str]:
     model: type[BaseModel] = ModelEntry if in_entry else ModelsFile
-    if in_entry and table[:1] == ("defaults",):
-        model = ModelDefaults
+    nested: dict[str, type[BaseModel]] = {"defaults": ModelDefaults, "prices": ModelPrices, "thinking": ModelThinking}
+    if in_entry and table[:1] and str(table[0]) in nested:
+        model = nested[str(table[0])]
     return sorted(model.model_fields)
 
 

@@ -52,7 +52,7 @@ def test_models_file_is_merged_with_builtins(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[models.x]\nprovider = 'openai'\n", "provider must be local, openai-compatible or anthropic"),
+        ("[models.x]\nprovider = 'openai'\n", "provider must be local, openai-compatible, anthropic or scripted"),
         ("[models.x]\nprovider = 'anthropic'\nmodel = 'c'\n", "'base_url' is required"),
         ("[models.x]\nprovider = 'local'\ncolour = 1\n", "unknown key 'colour'"),
         ("[models.x]\nprovider = 'local'\n[models.x.defaults]\nwarmth = 1\n", "defaults"),
@@ -131,6 +131,12 @@ def test_the_file_format_knows_every_key_of_the_spec() -> None:
         "stream",
         "idle_timeout",
         "retry_budget",
+        "reasoning_effort",
+        "thinking",
+        "think_tags",
+        "prompt_caching",
+        "prompt_logprobs",
+        "prices",
         "defaults",
     }
     assert set(ModelDefaults.model_fields) == set(GenerationParams.__dataclass_fields__)
@@ -170,9 +176,8 @@ LOCAL = '[models.m]\nprovider = "local"\n'
         # unknown providers, listing the valid ones
         (
             '[models.m]\nprovider = "openai"\n',
-            ':2: models.m: provider must be local, openai-compatible or anthropic (got "openai")',
+            ':2: models.m: provider must be local, openai-compatible, anthropic or scripted (got "openai")',
         ),
-        ('[models.m]\nprovider = "scripted"\n', ":2: models.m: provider must be local, openai-compatible or anthropic"),
         # unknown keys
         (LOCAL + "colour = 1\n", ":3: models.m: unknown key 'colour' (known keys: api_key_env, base_url, defaults,"),
         (

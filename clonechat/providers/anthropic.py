@@ -1,4 +1,24 @@
-"""Anthropic Messages API (``POST {base_url}/v1/messages``), streamed or not."""
+"""Anthropic Messages API (``POST {base_url}/v1/messages``), streamed or not.
+
+**Prompt caching** (on unless the model option ``prompt_caching = false``): the system prompt
+and the last message of the history carry ``cache_control: {"type": "ephemeral"}``
+breakpoints, two of the four Anthropic allows. A dialogue's history only grows, so each turn's
+prefix is the previous turn's plus two messages, and the server finds the previous breakpoint
+by its own look-back: input is billed at the cache-read rate for all but the newest messages.
+Prompts shorter than the model's minimum cacheable length are simply not cached.
+
+**Extended thinking** (``thinking = { budget_tokens = N }``): sent as
+``{"type": "enabled", "budget_tokens": N}``, with no temperature (the API allows only 1, which
+the registry checks up front). ``thinking`` blocks stream as ``thinking_delta`` and
+``signature_delta`` events; their text becomes the node's reasoning, never its message.
+A ``redacted_thinking`` block (encrypted by Anthropic's safety systems) is recorded in the
+trace as ``[redacted thinking]``. Signatures are not kept: clonechat never sends a thinking
+block back (earlier turns' thinking is not part of any agent's view), which is what they are
+for. ``max_tokens`` counts thinking and answer together; a request whose ``max_tokens`` is not
+above the budget (the short answers of the side channels) is sent with budget + its own, so
+thinking cannot leave it no room to answer. The API does not report thinking tokens apart
+from output tokens, so ``reasoning_tokens`` stays unknown.
+"""
 
 from __future__ import annotations
 
@@ -20,22 +40,43 @@ STOP_REASONS: dict[str, FinishReason] = {
 RETRYABLE_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
 
 
+#: The breakpoint that marks a block for prompt caching (the default five-minute cache).
+CACHE_CONTROL: dict[str, str] = {"type": "ephemeral"}
+#: How a redacted thinking block appears in the stored trace.
+REDACTED_THINKING = "[redacted thinking]"
+
+
 class AnthropicProvider(HttpProvider):
     path = "v1/messages"
+
+    def __init__(self, *, thinking_budget: int | None = None, prompt_caching: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.thinking_budget = thinking_budget
+        self.prompt_caching = prompt_caching
 
     def payload(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
         p = request.params
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
-        payload: dict[str, Any] = {
-            "model": self.model_id,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages if m.role != "system"],
-            "max_tokens": p.max_tokens,
-            "temperature": min(1.0, p.temperature),
-            "stream": stream,
-        }
-        if system:
+        messages: list[dict[str, Any]] = [
+            {"role": m.role, "content": m.content} for m in request.messages if m.role != "system"
+        ]
+        payload: dict[str, Any] = {"model": self.model_id, "messages": messages, "max_tokens": p.max_tokens}
+        if self.thinking_budget is None:
+            payload["temperature"] = min(1.0, p.temperature)
+        else:
+            payload["thinking"] = {"type": "enabled", "budget_tokens": self.thinking_budget}
+            if p.max_tokens <= self.thinking_budget:
+                payload["max_tokens"] = self.thinking_budget + p.max_tokens
+        payload["stream"] = stream
+        if self.prompt_caching:
+            if system:
+                payload["system"] = [{"type": "text", "text": system, "cache_control": CACHE_CONTROL}]
+            if messages:
+                last = messages[-1]
+                last["content"] = [{"type": "text", "text": last["content"], "cache_control": CACHE_CONTROL}]
+        elif system:
             payload["system"] = system
-        if p.top_p is not None:
+        if p.top_p is not None and self.thinking_budget is None:
             payload["top_p"] = p.top_p
         return payload
 
@@ -60,8 +101,19 @@ class AnthropicProvider(HttpProvider):
             created = int(usage.get("cache_creation_input_tokens") or 0)
             state.prompt_tokens = usage["input_tokens"] + cached + created
             state.cached_tokens = cached
+            state.cache_written_tokens = created
         if isinstance(usage.get("output_tokens"), int):
             state.completion_tokens = usage["output_tokens"]
+
+    @staticmethod
+    def _block_start(block: dict[str, Any], state: StreamState) -> None:
+        """A thinking block's opening text (whole, when not streamed); a redacted one's marker."""
+        if block.get("type") == "thinking":
+            if state.reasoning:
+                state.add_reasoning("\n\n")
+            state.add_reasoning(str(block.get("thinking") or ""))
+        elif block.get("type") == "redacted_thinking":
+            state.add_reasoning(("\n\n" if state.reasoning else "") + REDACTED_THINKING)
 
     def _error_event(self, event: dict[str, Any]) -> ProviderError:
         error = event.get("error") or {}
@@ -78,9 +130,13 @@ class AnthropicProvider(HttpProvider):
             if kind == "message_start":
                 message = event.get("message") or {}
                 self._usage(message.get("usage"), state)
+            elif kind == "content_block_start":
+                self._block_start(event.get("content_block") or {}, state)
             elif kind == "content_block_delta":
                 delta = event.get("delta") or {}
-                if delta.get("type") == "text_delta" and not await state.add(delta.get("text", "")):
+                if delta.get("type") == "thinking_delta":
+                    state.add_reasoning(str(delta.get("thinking", "")))
+                elif delta.get("type") == "text_delta" and not await state.add(delta.get("text", "")):
                     return False  # stop sequence: closing the response ends generation
             elif kind == "message_delta":
                 reason = (event.get("delta") or {}).get("stop_reason")
@@ -100,6 +156,9 @@ class AnthropicProvider(HttpProvider):
         if not isinstance(content, list):
             raise StreamProtocolError(f"{self.label}: response has no content")
         self._usage(body.get("usage"), state)
+        for block in content:
+            if isinstance(block, dict) and block.get("type") in ("thinking", "redacted_thinking"):
+                self._block_start(block, state)
         await state.add("".join(b.get("text", "") for b in content if b.get("type") == "text"))
         if state.finish_reason is None:
             state.finish_reason = STOP_REASONS.get(body.get("stop_reason") or "end_turn", "stop")

@@ -61,7 +61,16 @@ class Completion:
     #: Prompt tokens the model had to evaluate this time, and those it reused from a cache.
     prompt_tokens_evaluated: int | None = None
     prompt_tokens_cached: int | None = None
+    #: Prompt tokens written to a prompt cache this time (Anthropic's cache_creation_input_tokens).
+    prompt_tokens_cache_written: int | None = None
+    #: Tokens generated, reasoning included.
     completion_tokens: int | None = None
+    #: The model's private reasoning before its answer (never part of ``text``, never shown to
+    #: another agent), and the tokens it took where the server says.
+    reasoning: str | None = None
+    reasoning_tokens: int | None = None
+    #: What the call cost in US dollars, where the model's prices are known.
+    cost_usd: float | None = None
     #: Seconds from the request to the first text, and to the end.
     time_to_first_token: float | None = None
     latency: float = 0.0

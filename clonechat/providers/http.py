@@ -34,8 +34,10 @@ from httpx_sse import EventSource, SSEError
 from clonechat.errors import ProviderError, RetryableProviderError
 from clonechat.providers.base import ChatRequest, Completion, DeltaCallback, FinishReason, RetryNotice
 from clonechat.providers.limits import AdaptiveLimiter
+from clonechat.providers.pricing import Prices, Usage, cost_usd
 from clonechat.providers.retry import RetryPolicy, call_with_retries, is_retryable_status, retry_after_seconds
 from clonechat.providers.stops import StopSequenceFilter
+from clonechat.providers.think_tags import ThinkTagSplitter
 
 
 class StreamProtocolError(RetryableProviderError):
@@ -121,18 +123,39 @@ class StreamState:
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     cached_tokens: int | None = None
+    #: Prompt tokens written to the server's prompt cache (Anthropic).
+    cache_written_tokens: int | None = None
     completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    #: The reasoning, apart from the text: it never passes through ``on_delta``.
+    reasoning: list[str] = field(default_factory=list)
+    #: Whether the server sent any reasoning (an empty trace is still a trace).
+    reasoned: bool = False
+    #: Splits inline ``<think>`` blocks off the text (the ``think_tags`` model option).
+    think_tags: ThinkTagSplitter | None = None
     chunks: int = 0
     model: str | None = None
     #: When the stream's end marker was read: the turn's latency ends here, not after the
     #: drain of the rest of the body (which is connection housekeeping, not generation).
     ended_at: float | None = None
 
+    def add_reasoning(self, piece: str) -> None:
+        """Take reasoning text (kept apart from the message; stop sequences do not apply)."""
+        self.reasoned = True
+        if piece:
+            self.reasoning.append(piece)
+
     async def add(self, piece: str) -> bool:
         """Take generated text; return False once a stop sequence matched (stop reading)."""
         if not piece:
             return True
         self.chunks += 1
+        if self.think_tags is not None:
+            thought, piece = self.think_tags.feed(piece)
+            if self.think_tags.thought:
+                self.add_reasoning(thought)
+            if not piece:
+                return True
         shown = self.stops.feed(piece)
         if shown:
             self.first_token_at = self.first_token_at or time.perf_counter()
@@ -144,6 +167,18 @@ class StreamState:
         return True
 
     async def flush(self) -> None:
+        if self.think_tags is not None and self.stops.matched is None:
+            thought, tail = self.think_tags.flush()
+            if self.think_tags.thought:
+                self.add_reasoning(thought)
+            if tail:
+                shown = self.stops.feed(tail)
+                if shown:
+                    self.text.append(shown)
+                    await self.on_delta(shown)
+                if self.stops.matched is not None:
+                    self.finish_reason = "stop_sequence"
+                    return
         if self.stops.matched is None and (rest := self.stops.flush()):
             self.text.append(rest)
             await self.on_delta(rest)
@@ -161,6 +196,7 @@ class HttpProvider(ABC):
         api_key: str | None = None,
         stream: bool = True,
         retry: RetryPolicy | None = None,
+        prices: Prices | None = None,
     ) -> None:
         self.model_name = model_name
         self.model_id = model_id
@@ -168,6 +204,11 @@ class HttpProvider(ABC):
         self._api_key = api_key
         self.stream = stream
         self.retry = retry or RetryPolicy()
+        self.prices = prices
+
+    def new_state(self, request: ChatRequest, on_delta: DeltaCallback) -> StreamState:
+        """The record of one attempt (a provider with inline reasoning adds its splitter)."""
+        return StreamState(time.perf_counter(), StopSequenceFilter(request.stop), on_delta)
 
     @property
     def label(self) -> str:
@@ -220,7 +261,7 @@ class HttpProvider(ABC):
         return await call_with_retries(attempt, self.retry, on_retry=on_retry)
 
     async def _attempt(self, request: ChatRequest, on_delta: DeltaCallback) -> Completion:
-        state = StreamState(time.perf_counter(), StopSequenceFilter(request.stop), on_delta)
+        state = self.new_state(request, on_delta)
         async with self.endpoint.limiter.slot():
             try:
                 await self._exchange(request, state)
@@ -231,6 +272,10 @@ class HttpProvider(ABC):
                 raise RetryableProviderError(f"{self.label}: connection failed ({reason})") from None
         self.endpoint.limiter.succeeded()
         await state.flush()
+        # Servers that do not report usage while streaming send one token per chunk.
+        completion_tokens = state.completion_tokens if state.completion_tokens is not None else state.chunks
+        cached, written = state.cached_tokens, state.cache_written_tokens
+        known = (cached or 0) + (written or 0)
         return Completion(
             text="".join(state.text),
             finish_reason=state.finish_reason or "stop",
@@ -238,11 +283,25 @@ class HttpProvider(ABC):
             stop_sequence=state.stops.matched,
             prompt_tokens=state.prompt_tokens,
             prompt_tokens_evaluated=None
-            if state.prompt_tokens is None or state.cached_tokens is None
-            else state.prompt_tokens - state.cached_tokens,
-            prompt_tokens_cached=state.cached_tokens,
-            # Servers that do not report usage while streaming send one token per chunk.
-            completion_tokens=state.completion_tokens if state.completion_tokens is not None else state.chunks,
+            if state.prompt_tokens is None or cached is None
+            else state.prompt_tokens - cached,
+            prompt_tokens_cached=cached,
+            prompt_tokens_cache_written=written,
+            completion_tokens=completion_tokens,
+            reasoning="".join(state.reasoning) if state.reasoned else None,
+            reasoning_tokens=state.reasoning_tokens,
+            cost_usd=None
+            if self.prices is None or state.prompt_tokens is None
+            else cost_usd(
+                self.prices,
+                Usage(
+                    prompt=max(state.prompt_tokens, known),
+                    cached=cached or 0,
+                    cache_written=written or 0,
+                    output=completion_tokens,
+                    reasoning=state.reasoning_tokens or 0,
+                ),
+            ),
             time_to_first_token=None if state.first_token_at is None else state.first_token_at - state.started,
             latency=(state.ended_at or time.perf_counter()) - state.started,
         )

@@ -7,16 +7,42 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from clonechat.providers.base import ChatRequest, FinishReason
+from clonechat.providers.base import ChatRequest, DeltaCallback, FinishReason
 from clonechat.providers.http import HttpProvider, StreamProtocolError, StreamState, parse_json
+from clonechat.providers.think_tags import ThinkTagSplitter
 
 FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length", "eos": "stop"}
+
+
+#: Where servers put reasoning, in a delta or a message: vLLM, SGLang and DeepSeek send
+#: ``reasoning_content``; OpenRouter and Ollama ``reasoning``.
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+def reasoning_of(part: dict[str, Any]) -> str | None:
+    """The reasoning text in a delta or message, if the server sent any."""
+    for key in REASONING_FIELDS:
+        value = part.get(key)
+        if isinstance(value, str):
+            return value
+    return None
 
 
 class OpenAICompatibleProvider(HttpProvider):
     path = "chat/completions"
     #: Ask for a usage chunk at the end of a stream (``stream_options.include_usage``).
     stream_usage = True
+
+    def __init__(self, *, reasoning_effort: str | None = None, think_tags: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reasoning_effort = reasoning_effort
+        self.think_tags = think_tags
+
+    def new_state(self, request: ChatRequest, on_delta: DeltaCallback) -> StreamState:
+        state = super().new_state(request, on_delta)
+        if self.think_tags:
+            state.think_tags = ThinkTagSplitter()
+        return state
 
     def payload(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
         p = request.params
@@ -31,6 +57,8 @@ class OpenAICompatibleProvider(HttpProvider):
             payload["top_p"] = p.top_p
         if p.seed is not None:
             payload["seed"] = p.seed
+        if self.reasoning_effort is not None:
+            payload["reasoning_effort"] = self.reasoning_effort
         if stream and self.stream_usage:
             payload["stream_options"] = {"include_usage": True}
         return payload
@@ -55,6 +83,9 @@ class OpenAICompatibleProvider(HttpProvider):
         details = usage.get("prompt_tokens_details")
         if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
             state.cached_tokens = details["cached_tokens"]
+        output = usage.get("completion_tokens_details")
+        if isinstance(output, dict) and isinstance(output.get("reasoning_tokens"), int):
+            state.reasoning_tokens = output["reasoning_tokens"]
 
     async def read_stream(self, events: AsyncIterator[tuple[str, str]], state: StreamState) -> bool:
         saw_choice = False
@@ -74,7 +105,10 @@ class OpenAICompatibleProvider(HttpProvider):
                 continue  # the usage-only chunk at the end of a stream
             saw_choice = True
             choice = choices[0]
-            content = (choice.get("delta") or {}).get("content") or ""
+            delta = choice.get("delta") or {}
+            if (thought := reasoning_of(delta)) is not None:
+                state.add_reasoning(thought)
+            content = delta.get("content") or ""
             if not await state.add(content):
                 return False  # stop sequence: closing the response ends generation
             if reason := choice.get("finish_reason"):
@@ -87,6 +121,8 @@ class OpenAICompatibleProvider(HttpProvider):
             raise StreamProtocolError(f"{self.label}: response has no choices")
         message = choices[0].get("message") or {}
         self._usage(body.get("usage"), state)
+        if (thought := reasoning_of(message)) is not None:
+            state.add_reasoning(thought)
         await state.add(message.get("content") or "")
         if state.finish_reason is None:
             state.finish_reason = FINISH_REASONS.get(choices[0].get("finish_reason") or "stop", "stop")

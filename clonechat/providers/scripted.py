@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import anyio
 
 from clonechat.providers.base import ChatRequest, Completion, DeltaCallback, FinishReason, RetryNotice
+from clonechat.providers.pricing import Prices, Usage, cost_usd
 from clonechat.providers.stops import StopSequenceFilter
 
 ReplyFunction = Callable[[ChatRequest], str]
@@ -38,8 +39,11 @@ class ScriptedProvider:
         model_name: str = "scripted",
         delay: float = 0.0,
         fail_with: Callable[[ChatRequest], Exception | None] | None = None,
+        prices: Prices | None = None,
     ) -> None:
         self.model_name = model_name
+        #: Prices for its word counts, so budgets can be tested without a paid model.
+        self.prices = prices
         self._replies = replies
         self._delay = delay
         self._fail_with = fail_with
@@ -80,6 +84,7 @@ class ScriptedProvider:
             await on_delta(rest)
         await anyio.lowlevel.checkpoint()
         prompt_tokens = sum(len(m.content.split()) for m in request.messages)
+        cost = None if self.prices is None else cost_usd(self.prices, Usage(prompt=prompt_tokens, output=len(words)))
         return Completion(
             text="".join(out),
             finish_reason=finish,
@@ -89,6 +94,7 @@ class ScriptedProvider:
             completion_tokens=len(words),
             time_to_first_token=None if first_token_at is None else first_token_at - started,
             latency=time.perf_counter() - started,
+            cost_usd=cost,
         )
 
     async def aclose(self) -> None:
