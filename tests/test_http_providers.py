@@ -301,8 +301,12 @@ async def test_anthropic_stream_event_sequence() -> None:
     assert sent.headers["x-api-key"] == "ak-1"
     assert sent.headers["anthropic-version"] == "2023-06-01"
     body = sent.json()
-    assert body["system"] == "be brief"
-    assert body["messages"] == [{"role": "user", "content": "hi"}]
+    # Prompt caching is on by default: the system prompt and the last message are breakpoints.
+    ephemeral = {"type": "ephemeral"}
+    assert body["system"] == [{"type": "text", "text": "be brief", "cache_control": ephemeral}]
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": ephemeral}]}
+    ]
 
 
 async def test_anthropic_overloaded_event_is_retried() -> None:
