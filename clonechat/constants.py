@@ -18,7 +18,7 @@ DB_ENV_VAR = "CLONECHAT_DB"
 #: The schema this clonechat reads and writes: the number of migration steps. Readers check a
 #: file against it without loading SQLAlchemy; ``store.migrations`` refuses to import if its
 #: step list and this number disagree, so the two cannot drift apart.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 #: How long SQLite waits on a lock held by another process (a running batch) before failing.
 BUSY_TIMEOUT_MS = 10_000
 

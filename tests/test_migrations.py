@@ -175,6 +175,8 @@ def schema_of(location: DbLocation, *, by_family: bool = False) -> Schema:
 PG_ROWID_COLUMN = ("rowid", "BIGINT", False)
 PG_ROWID_UNIQUE = ("rowid",)
 PG_FTS_INDEX = ("node_fts", ("to_tsvector('simple'::regconfig, clonechat_fold(content::text))",))
+#: The reasoning's own full-text index (step 9), beside the messages'.
+PG_FTS_REASONING_INDEX = ("node_fts_reasoning", ("to_tsvector('simple'::regconfig, clonechat_fold(reasoning::text))",))
 
 
 def shared_schema(location: DbLocation, *, by_family: bool = False) -> Schema:
@@ -184,7 +186,12 @@ def shared_schema(location: DbLocation, *, by_family: bool = False) -> Schema:
     if on_server(location):
         node = schema["node"]
         rowid = (PG_ROWID_COLUMN[0], "integer", False) if by_family else PG_ROWID_COLUMN
-        for part, extra in (("columns", rowid), ("unique", PG_ROWID_UNIQUE), ("indexes", PG_FTS_INDEX)):
+        for part, extra in (
+            ("columns", rowid),
+            ("unique", PG_ROWID_UNIQUE),
+            ("indexes", PG_FTS_INDEX),
+            ("indexes", PG_FTS_REASONING_INDEX),
+        ):
             assert extra in node[part], f"node on PostgreSQL lacks its documented {extra}"
             node[part].remove(extra)
     return schema
@@ -462,6 +469,10 @@ SHIPPED_SHA256 = {
     8: {
         "sqlite": "761d8504a9deee9f105d80f7023a444f604e29cca447a4c596433674590bab76",
         "postgresql": "70786abe564703473427f4a1d35e972590cc3ae74bb3cf8916cbc85f082fb659",
+    },
+    9: {
+        "sqlite": "f5c8ddc763e5330314de5301daffe3165b3c8216a9d073ad2f8b59aa1dbda451",
+        "postgresql": "7584dc84a0e466deaffefd1501c031d1a96d6e6182aaef5110f8121f079eab75",
     },
 }
 DIALECTS = ("sqlite", "postgresql")

@@ -259,6 +259,10 @@ class _DialogueRun:
             finish_reason=completion.finish_reason,
             variant=variant,
             target_node_id=target_node_id,
+            reasoning=completion.reasoning,
+            reasoning_tokens=completion.reasoning_tokens,
+            prompt_tokens_cache_written=completion.prompt_tokens_cache_written,
+            cost_usd=completion.cost_usd,
         )
 
     async def _record_failure(

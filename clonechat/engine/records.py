@@ -73,3 +73,8 @@ class NodeRecord:
     #: in a side channel, the channel that failed.
     variant: str | None = None
     created_at: datetime = field(default_factory=utcnow)
+    #: The model's private reasoning before this message: stored, never put in any view.
+    reasoning: str | None = None
+    reasoning_tokens: int | None = None
+    prompt_tokens_cache_written: int | None = None
+    cost_usd: float | None = None

@@ -794,3 +794,87 @@ def pg_backfill_turn_metrics_v1(conn: Connection) -> int:
     """Step 5 on PostgreSQL: the same backfill (version 1 metrics), its insert in psycopg's
     placeholders; a database made at version 4 or earlier that holds turns gets them here."""
     return backfill_turn_metrics_v1(_PsycopgPlaceholders(conn))  # type: ignore[arg-type]
+
+
+#: Step 9: frontier models. Each node keeps the model's private reasoning apart from its
+#: message, the reasoning tokens, the prompt tokens written to a prompt cache, and what the call
+#: cost; the reasoning gets a full-text index of its own (searching messages never finds words
+#: that were only thought); ``v_turn`` gains the new columns.
+REASONING_AND_COST = """
+ALTER TABLE node ADD COLUMN reasoning VARCHAR;
+ALTER TABLE node ADD COLUMN reasoning_tokens INTEGER;
+ALTER TABLE node ADD COLUMN prompt_tokens_cache_written INTEGER;
+ALTER TABLE node ADD COLUMN cost_usd FLOAT;
+CREATE VIRTUAL TABLE node_fts_reasoning USING fts5(
+    reasoning, content="node", content_rowid="rowid", tokenize="unicode61 remove_diacritics 2"
+);
+CREATE TRIGGER node_fts_reasoning_delete AFTER DELETE ON node WHEN old.reasoning IS NOT NULL BEGIN
+    INSERT INTO node_fts_reasoning (node_fts_reasoning, rowid, reasoning) VALUES ('delete', old.rowid, old.reasoning);
+END;
+CREATE TRIGGER node_fts_reasoning_update AFTER UPDATE OF reasoning ON node BEGIN
+    INSERT INTO node_fts_reasoning (node_fts_reasoning, rowid, reasoning)
+        SELECT 'delete', old.rowid, old.reasoning WHERE old.reasoning IS NOT NULL;
+    INSERT INTO node_fts_reasoning (rowid, reasoning) SELECT new.rowid, new.reasoning WHERE new.reasoning IS NOT NULL;
+END;
+
+DROP VIEW v_turn;
+CREATE VIEW v_turn AS
+WITH RECURSIVE head(node_id, parent_id) AS (
+    SELECT n.id, n.parent_id FROM dialogue d JOIN node n ON n.id = d.head_node_id
+    UNION ALL
+    SELECT n.id, n.parent_id FROM head JOIN node n ON n.id = head.parent_id
+)
+SELECT e.name AS experiment, c.name AS condition, c.template, d.id AS dialogue_id, d.replicate,
+       n.id AS node_id, n.parent_id, n.turn_index, n.speaker, n.model,
+       (n.model IS 'researcher-edit') AS edited,
+       (h.node_id IS NOT NULL) AS on_head,
+       n.content, n.prompt_tokens, n.prompt_tokens_evaluated, n.prompt_tokens_cached, n.completion_tokens,
+       n.time_to_first_token_ms, n.latency_ms, n.finish_reason,
+       json_extract(n.params, '$.temperature') AS temperature,
+       m.chars, m.words, m.distinct_words, m.new_words, m.vocabulary,
+       m.overlap_partner, m.overlap_self, m.repetition, m.symbol_rate, m.emoji_rate,
+       n.created_at,
+       n.reasoning, n.reasoning_tokens, n.prompt_tokens_cache_written, n.cost_usd
+FROM node n
+JOIN dialogue d ON d.id = n.dialogue_id
+JOIN condition c ON c.id = d.condition_id
+JOIN experiment e ON e.id = c.experiment_id
+LEFT JOIN head h ON h.node_id = n.id
+LEFT JOIN turn_metrics m ON m.node_id = n.id
+WHERE n.kind = 'turn';
+"""
+
+#: Step 9 on PostgreSQL: the reasoning's index is a GIN expression index, like the messages'.
+PG_REASONING_AND_COST = """
+ALTER TABLE node ADD COLUMN reasoning VARCHAR;
+ALTER TABLE node ADD COLUMN reasoning_tokens INTEGER;
+ALTER TABLE node ADD COLUMN prompt_tokens_cache_written INTEGER;
+ALTER TABLE node ADD COLUMN cost_usd FLOAT;
+CREATE INDEX node_fts_reasoning ON node USING gin (to_tsvector('simple', clonechat_fold(reasoning)));
+
+DROP VIEW v_turn;
+CREATE VIEW v_turn AS
+WITH RECURSIVE head(node_id, parent_id) AS (
+    SELECT n.id, n.parent_id FROM dialogue d JOIN node n ON n.id = d.head_node_id
+    UNION ALL
+    SELECT n.id, n.parent_id FROM head JOIN node n ON n.id = head.parent_id
+)
+SELECT e.name AS experiment, c.name AS condition, c.template, d.id AS dialogue_id, d.replicate,
+       n.id AS node_id, n.parent_id, n.turn_index, n.speaker, n.model,
+       (n.model IS NOT DISTINCT FROM 'researcher-edit')::int AS edited,
+       (h.node_id IS NOT NULL)::int AS on_head,
+       n.content, n.prompt_tokens, n.prompt_tokens_evaluated, n.prompt_tokens_cached, n.completion_tokens,
+       n.time_to_first_token_ms, n.latency_ms, n.finish_reason,
+       (n.params ->> 'temperature')::float AS temperature,
+       m.chars, m.words, m.distinct_words, m.new_words, m.vocabulary,
+       m.overlap_partner, m.overlap_self, m.repetition, m.symbol_rate, m.emoji_rate,
+       n.created_at,
+       n.reasoning, n.reasoning_tokens, n.prompt_tokens_cache_written, n.cost_usd
+FROM node n
+JOIN dialogue d ON d.id = n.dialogue_id
+JOIN condition c ON c.id = d.condition_id
+JOIN experiment e ON e.id = c.experiment_id
+LEFT JOIN head h ON h.node_id = n.id
+LEFT JOIN turn_metrics m ON m.node_id = n.id
+WHERE n.kind = 'turn';
+"""

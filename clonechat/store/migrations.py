@@ -57,6 +57,10 @@ MIGRATIONS: list[tuple[str, Step]] = [
         "batch workers on many hosts: workers, leases with fencing tokens, the grant history",
         _both(steps.WORKERS_AND_LEASES, steps.PG_WORKERS_AND_LEASES),
     ),
+    (
+        "frontier models: reasoning traces (searchable apart), reasoning tokens, cache writes, cost",
+        _both(steps.REASONING_AND_COST, steps.PG_REASONING_AND_COST),
+    ),
 ]
 
 

@@ -173,6 +173,14 @@ class Node(SQLModel, table=True):
     variant: str | None = None
     #: UTC.
     created_at: datetime = Field(default_factory=_now)
+    #: The model's private reasoning before this message (NULL: none); never part of any view.
+    reasoning: str | None = None
+    #: Reasoning tokens, where the server reports them apart (inside ``completion_tokens``).
+    reasoning_tokens: int | None = None
+    #: Prompt tokens written to a prompt cache (Anthropic ``cache_creation_input_tokens``).
+    prompt_tokens_cache_written: int | None = None
+    #: What the call cost in US dollars (NULL: the model's prices are not known).
+    cost_usd: float | None = None
 
 
 class Score(SQLModel, table=True):

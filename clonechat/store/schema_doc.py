@@ -59,6 +59,33 @@ SELECT n.dialogue_id, n.turn_index, n.speaker, snippet(node_fts, 0, '[', ']', 'â
 FROM node_fts JOIN node n ON n.rowid = node_fts.rowid
 WHERE node_fts MATCH 'consciousness' ORDER BY rank
 ```
+
+## Reasoning: `node.reasoning` and `node_fts_reasoning`
+
+A reasoning model's private thinking before a message (OpenAI-compatible `reasoning_content`
+or `reasoning`, an inline `<think>` block split off with the model option `think_tags`, or
+Anthropic's `thinking` blocks; a `redacted_thinking` block is recorded as
+`[redacted thinking]`) is kept in `node.reasoning`, never in `node.content`: no agent's view,
+no prediction, report, coordination or judge request is built from it. NULL means the model sent
+none; an empty string, that it sent an empty trace. `reasoning_tokens` counts it where the server
+reports it (OpenAI's `completion_tokens_details.reasoning_tokens`; Anthropic does not), inside
+`completion_tokens`. It has its own full-text index, so a search of messages never finds words
+that were only thought (`clonechat search --reasoning`):
+
+```sql
+SELECT n.dialogue_id, n.turn_index, n.speaker FROM node_fts_reasoning
+JOIN node n ON n.rowid = node_fts_reasoning.rowid WHERE node_fts_reasoning MATCH 'clone'
+```
+
+## Cost: `node.cost_usd`
+
+What the call that wrote the node cost, in US dollars, from the usage the server reported and the
+model's `[models.NAME.prices]` (per million tokens): prompt tokens not cached at `input`,
+`prompt_tokens_cached` (read from a cache) at `cached_input`, `prompt_tokens_cache_written`
+(Anthropic's `cache_creation_input_tokens`) at `cache_write`, output at `output` (reasoning
+tokens at `reasoning` where a price is given). NULL where the prices are not known. Side-channel
+nodes (predictions, reports, coordination answers) carry their own cost; a failed attempt has
+none.
 """
 
 #: The full-text index's expression on PostgreSQL. A query that repeats it, and folds its words
@@ -90,6 +117,9 @@ columns; the SQL differs where the dialects do. What a query sees differently:
   ```sql
   {PG_SEARCH_EXAMPLE.replace(chr(10), chr(10) + "  ")}
   ```
+
+  The reasoning's index, `node_fts_reasoning`, is the same over
+  `to_tsvector('simple', clonechat_fold(reasoning))`.
 
   FTS5's query syntax maps to `websearch_to_tsquery`'s: words (all must occur), `"a phrase"` and
   `a OR b` read the same, `a NOT b` is `a -b`; a prefix `caf*` needs `to_tsquery('simple',

@@ -147,6 +147,11 @@ _INDEX_NEW_NODES = (
     "INSERT INTO node_fts (rowid, content) SELECT rowid, content FROM node "
     "WHERE rowid > (SELECT coalesce(max(id), 0) FROM node_fts_docsize) ORDER BY rowid"
 )
+#: The reasoning's index, for the same new nodes: run before the messages' index moves its mark.
+_INDEX_NEW_REASONING = (
+    "INSERT INTO node_fts_reasoning (rowid, reasoning) SELECT rowid, reasoning FROM node "
+    "WHERE rowid > (SELECT coalesce(max(id), 0) FROM node_fts_docsize) AND reasoning IS NOT NULL ORDER BY rowid"
+)
 
 
 def index_new_nodes(conn: Connection) -> None:
@@ -156,6 +161,7 @@ def index_new_nodes(conn: Connection) -> None:
     kept in sync by triggers. PostgreSQL's index is a GIN expression index the server keeps
     up to date itself."""
     if is_sqlite(conn):
+        conn.exec_driver_sql(_INDEX_NEW_REASONING)
         conn.exec_driver_sql(_INDEX_NEW_NODES)
 
 
