@@ -314,9 +314,7 @@ class ProviderPool:
         if spec.provider == "anthropic":
             from clonechat.providers.anthropic import AnthropicProvider
 
-            return AnthropicProvider(
-                **kwargs, thinking_budget=spec.thinking_budget, prompt_caching=spec.prompt_caching
-            )
+            return AnthropicProvider(**kwargs, thinking_budget=spec.thinking_budget, prompt_caching=spec.prompt_caching)
         raise ConfigError(f"model '{spec.name}': unknown provider '{spec.provider}'")
 
     async def aclose(self) -> None:

@@ -134,7 +134,8 @@ class ModelEntry(BaseModel):
             if getattr(self, key) is not None and self.provider not in providers:
                 raise ValueError(f"'{key}' is an option of provider {' and '.join(providers)}, not {self.provider}")
         if self.thinking is not None:
-            check_thinking(self.thinking.budget_tokens, self.defaults.max_tokens, self.defaults.temperature, "defaults.")
+            defaults = self.defaults
+            check_thinking(self.thinking.budget_tokens, defaults.max_tokens, defaults.temperature, "defaults.")
         return self
 
 
@@ -148,7 +149,7 @@ def check_thinking(budget: int, max_tokens: int | None, temperature: float | Non
             "max_tokens counts the thinking and the answer together"
         )
     if temperature is not None and temperature != 1:
-        raise ValueError(f"{where}temperature must be 1 with thinking (got {temperature:g}); Anthropic refuses any other")
+        raise ValueError(f"{where}temperature must be 1 with thinking (got {temperature:g}): the API allows no other")
 
 
 class ModelsFile(BaseModel):
