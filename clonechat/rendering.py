@@ -19,10 +19,16 @@ def node_metadata(node: NodeRecord) -> str:
     if node.prompt_tokens is not None:
         prompt = f"prompt {node.prompt_tokens} tok"
         if node.prompt_tokens_evaluated is not None:
-            prompt += f" ({node.prompt_tokens_evaluated} evaluated, {node.prompt_tokens_cached or 0} cached)"
+            written = (
+                f", {node.prompt_tokens_cache_written} written to cache" if node.prompt_tokens_cache_written else ""
+            )
+            prompt += f" ({node.prompt_tokens_evaluated} evaluated, {node.prompt_tokens_cached or 0} cached{written})"
         parts.append(prompt)
     if node.completion_tokens is not None:
-        parts.append(f"{node.completion_tokens} tok out")
+        reasoning = f" ({node.reasoning_tokens} reasoning)" if node.reasoning_tokens is not None else ""
+        parts.append(f"{node.completion_tokens} tok out{reasoning}")
+    if node.cost_usd is not None:
+        parts.append(format_cost(node.cost_usd))
     if node.latency_ms is not None:
         parts.append(f"{node.latency_ms / 1000:.2f} s")
     if node.finish_reason:
@@ -32,4 +38,17 @@ def node_metadata(node: NodeRecord) -> str:
     return " · ".join(parts)
 
 
-__all__ = ["node_metadata"]
+def format_cost(dollars: float) -> str:
+    """US dollars, with the digits a per-call cost needs (``$0.00042``, ``$1.27``)."""
+    return f"${dollars:.2f}" if dollars >= 1 else f"${dollars:.4f}" if dollars >= 0.001 else f"${dollars:.6f}"
+
+
+def reasoning_heading(node: NodeRecord) -> str:
+    """The label over a node's reasoning wherever it is shown: it is the speaker's own, and no
+    other agent saw it."""
+    partner = {"A": "B", "B": "A"}.get(node.speaker, "the partner")
+    tokens = f" · {node.reasoning_tokens} tok" if node.reasoning_tokens is not None else ""
+    return f"private reasoning of {node.speaker} (never shown to {partner} or any predictor){tokens}"
+
+
+__all__ = ["format_cost", "node_metadata", "reasoning_heading"]

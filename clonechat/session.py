@@ -24,7 +24,7 @@ from clonechat.providers.base import GenerationParams
 from clonechat.read.connect import Readable
 from clonechat.read.dialogues import prompt_texts
 from clonechat.read.resume import resume_point
-from clonechat.registry import ModelSpec, ProviderPool, Registry, default_registry
+from clonechat.registry import ModelSpec, ProviderPool, Registry, check_generation, default_registry
 from clonechat.store import writes
 from clonechat.store.models import Dialogue
 from clonechat.store.writer import StoreWriter
@@ -154,17 +154,10 @@ def blueprint(
     spec_b = registry.get(request.model_b or request.model_a)
     system_a, system_b, opening = _render_prompts(request, spec_a, spec_b, library)
     measures = render_measures(request.measures, _values(request, spec_a, spec_b), library, registry)
-    return DialogueBlueprint(
-        request,
-        spec_a,
-        spec_b,
-        system_a,
-        system_b,
-        opening,
-        _params(spec_a, request),
-        _params(spec_b, request),
-        measures,
-    )
+    params_a, params_b = _params(spec_a, request), _params(spec_b, request)
+    check_generation(spec_a, params_a)
+    check_generation(spec_b, params_b)
+    return DialogueBlueprint(request, spec_a, spec_b, system_a, system_b, opening, params_a, params_b, measures)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,17 @@ its whole ``max_tokens`` (a stop phrase or shorter replies only make it cheaper)
 is counted at about four characters per token, which is close for English and needs no
 tokenizer. A provider with a KV cache (the embedded model, vLLM, llama.cpp) evaluates far
 fewer input tokens than it is sent.
+
+**Cost**, where both models have ``[models.NAME.prices]``: the same upper-bound tokens at those
+prices, each model paying for the half of the turns it speaks (and the side-channel calls
+priced at the two models' mean). Twice: without prompt caching, every prompt token at
+``input``; and with it, as Anthropic's breakpoints (the system prompt and the last message)
+bill a dialogue: each turn reads from the cache the prompt of that agent's previous turn
+(``cached_input``) and writes the rest, the two messages since then (``cache_write``). For an
+OpenAI-compatible model, caching counts only where ``cached_input`` is priced (OpenAI caches
+prompt prefixes by itself, writes free). Side channels are priced without caching: an upper
+bound. Prompts shorter than the provider's minimum cacheable length (1,024 tokens for most
+Claude models) are not cached at all, so short dialogues save less than this says.
 """
 
 from __future__ import annotations
@@ -12,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clonechat.batch.spec import LoadedSpec, PlannedCondition
+from clonechat.providers.pricing import PER_TOKENS, Prices
+from clonechat.registry import ModelSpec
 
 CHARS_PER_TOKEN = 4
 #: Chat-template tokens around each message (role markers, separators).
@@ -30,6 +43,9 @@ class ConditionEstimate:
     model_calls: int
     output_tokens: int
     input_tokens: int
+    #: US dollars at most, without and with prompt caching (None: a model has no prices).
+    cost_usd: float | None = None
+    cost_usd_cached: float | None = None
 
 
 def text_tokens(text: str) -> int:
@@ -59,6 +75,23 @@ def estimate_condition(condition: PlannedCondition) -> ConditionEstimate:
         side_calls += 2
         side_output += 2 * m.report_back.max_tokens
         side_input += 2 * (fixed + (max_tokens + MESSAGE_OVERHEAD) * turns)
+    output_tokens = condition.replicates * (turns * max_tokens * per_turn + side_output)
+    input_tokens = condition.replicates * (per_dialogue_input * per_turn + side_input)
+    cost, cached_cost = None, None
+    prices = [plan.spec_a.prices, plan.spec_b.prices]
+    if all(price is not None for price in prices):
+        both = [price for price in prices if price is not None]
+        mean_in = sum(price.input for price in both) / 2
+        mean_out = sum(price.output for price in both) / 2
+        turn_input = condition.replicates * per_dialogue_input
+        turn_output = condition.replicates * turns * max_tokens
+        side_cost = ((input_tokens - turn_input) * mean_in + (output_tokens - turn_output) * mean_out) / PER_TOKENS
+        cost = (turn_input * mean_in + turn_output * mean_out) / PER_TOKENS + side_cost
+        cached = sum(
+            _cached_turns_cost(spec, price, fixed, max_tokens + MESSAGE_OVERHEAD, turns) / 2
+            for spec, price in zip((plan.spec_a, plan.spec_b), both, strict=True)
+        )
+        cached_cost = condition.replicates * cached + turn_output * mean_out / PER_TOKENS + side_cost
     return ConditionEstimate(
         condition=condition.name,
         template=plan.request.condition,
@@ -68,9 +101,34 @@ def estimate_condition(condition: PlannedCondition) -> ConditionEstimate:
         max_turns=turns,
         max_tokens=max_tokens,
         model_calls=condition.replicates * (turns * per_turn + side_calls),
-        output_tokens=condition.replicates * (turns * max_tokens * per_turn + side_output),
-        input_tokens=condition.replicates * (per_dialogue_input * per_turn + side_input),
+        output_tokens=output_tokens,
+        input_tokens=input_tokens,
+        cost_usd=cost,
+        cost_usd_cached=cached_cost,
     )
+
+
+def caches_prompts(spec: ModelSpec, prices: Prices) -> bool:
+    """Whether ``spec``'s prompt prefixes are billed at a cache rate."""
+    if spec.provider == "anthropic":
+        return spec.prompt_caching
+    return spec.provider == "openai-compatible" and prices.cached_input is not None
+
+
+def _cached_turns_cost(spec: ModelSpec, prices: Prices, fixed: int, per_message: int, turns: int) -> float:
+    """One dialogue's input cost of all ``turns`` had every one been this model's, with prompt
+    caching: turn t's prompt is ``fixed + (t-1) * per_message``; the agent's previous turn
+    (t-2) wrote its prompt to the cache, so that much is read and the rest written."""
+    if not caches_prompts(spec, prices):
+        return sum(fixed + (t - 1) * per_message for t in range(1, turns + 1)) * prices.input / PER_TOKENS
+    read_rate = prices.input if prices.cached_input is None else prices.cached_input
+    write_rate = prices.input if prices.cache_write is None else prices.cache_write
+    dollars = 0.0
+    for t in range(1, turns + 1):
+        prompt = fixed + (t - 1) * per_message
+        cached = fixed + (t - 3) * per_message if t > 2 else 0
+        dollars += cached * read_rate + (prompt - cached) * write_rate
+    return dollars / PER_TOKENS
 
 
 def estimate(loaded: LoadedSpec) -> list[ConditionEstimate]:

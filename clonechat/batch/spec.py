@@ -58,7 +58,7 @@ from clonechat.session import DialogueBlueprint, DialogueRequest, blueprint
 
 #: Settings that change how a run goes but not what it produces: changing them in the file
 #: does not make it a different experiment.
-RUNTIME_KEYS = frozenset({"concurrency", "description"})
+RUNTIME_KEYS = frozenset({"concurrency", "description", "max_cost", "max_tokens_total"})
 
 
 class SpecError(ConfigError):
@@ -164,6 +164,10 @@ class ExperimentSpec(BaseModel):
     opening: Name = "default"
     stop_phrase: str = DEFAULT_STOP_PHRASE
     token_budget: int | None = Field(default=None, ge=1)
+    #: Stop the experiment once it has spent this many US dollars, or used this many tokens
+    #: (see clonechat.batch.budget); runtime settings, so raising one resumes the experiment.
+    max_cost: float | None = Field(default=None, gt=0)
+    max_tokens_total: int | None = Field(default=None, ge=1)
     first_speaker: FirstSpeaker = "alternate"
     params: Params = Field(default_factory=Params)
     variables: Variables = Field(default_factory=dict)
@@ -357,6 +361,8 @@ def _culprit(here: Loc, condition: ConditionSpec, message: str) -> Loc:
     for key in ("prediction", "coordination", "report_back"):
         if key in message or key.split("_")[0] in message:
             return (*here, key) if getattr(condition, key) is not None else (key,)
+    if "thinking" in message:  # a generation parameter the model's thinking rules refuse
+        return (*here, "params") if condition.params.overrides() else ("params",)
     return (*here, "variables")
 
 
@@ -428,9 +434,11 @@ def parse_spec(
     registry: Registry,
     library: PromptLibrary | None = None,
     default_name: str | None = None,
+    need_keys: bool = True,
 ) -> LoadedSpec:
     """Validate spec ``text`` (read from ``path``) completely: syntax, keys, types, ranges,
-    model names, templates and prompt variables. Raises ``SpecError``; touches nothing."""
+    model names, templates, prompt variables and (unless ``need_keys`` is False, for a dry run
+    that calls no model) the API keys. Raises ``SpecError``; touches nothing."""
     where = _Where(path, text)
     try:
         raw = tomllib.loads(text)
@@ -453,7 +461,7 @@ def parse_spec(
             raise where.error(exc.loc, exc.reason, shown=("models", name)) from None
     library = library or PromptLibrary()
     conditions = _resolve(where, spec, Registry(models), library)
-    for condition in conditions:
+    for condition in conditions if need_keys else []:
         for model in (condition.blueprint.spec_a, condition.blueprint.spec_b):
             # A missing key is a problem to report now, not a failure after the plan is stored.
             try:
@@ -463,11 +471,13 @@ def parse_spec(
     return LoadedSpec(path, text, spec, conditions, models)
 
 
-def load_spec_file(path: Path, *, registry: Registry, library: PromptLibrary | None = None) -> LoadedSpec:
+def load_spec_file(
+    path: Path, *, registry: Registry, library: PromptLibrary | None = None, need_keys: bool = True
+) -> LoadedSpec:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(f"spec file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read spec file {path}: {exc}") from None
-    return parse_spec(text, str(path), registry=registry, library=library, default_name=path.stem)
+    return parse_spec(text, str(path), registry=registry, library=library, default_name=path.stem, need_keys=need_keys)

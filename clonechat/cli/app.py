@@ -237,6 +237,13 @@ def batch(
             "dialogues continue elsewhere after this."
         ),
     ] = 30.0,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(help="Stop at this many US dollars spent (overrides the spec's max_cost; raise it to resume)."),
+    ] = None,
+    max_tokens_total: Annotated[
+        int | None, typer.Option(help="Stop at this many tokens used (overrides the spec's max_tokens_total).")
+    ] = None,
     backend: Annotated[str, typer.Option(help="Async backend: asyncio or trio.", hidden=True)] = "asyncio",
     models_file: ModelsFileOption = None,
     db: DbOption = DEFAULT_DB_TEXT,
@@ -266,6 +273,8 @@ def batch(
             db=db,
             backend=backend,
             lease_seconds=lease,
+            max_cost=max_cost,
+            max_tokens_total=max_tokens_total,
         )
         return batch_command(args, registry)
 
@@ -502,7 +511,7 @@ def show(
     from clonechat.read.dialogues import prompt_texts, resolve_dialogue
     from clonechat.read.paths import dialogue_path, node_record, path_to
     from clonechat.read.sides import group_by_anchor, side_nodes
-    from clonechat.rendering import node_metadata
+    from clonechat.rendering import node_metadata, reasoning_heading
 
     def go() -> None:
         console = Console(highlight=False)
@@ -532,6 +541,10 @@ def show(
             style = SPEAKER_STYLE.get(n.speaker, "bold")
             label = "opening" if n.kind == "opening" else f"turn {n.turn_index}"
             console.print(f"\n[{style}]{n.speaker}[/{style}] [dim]{label} · {n.id}[/dim]")
+            if n.reasoning is not None:
+                console.print(f"[magenta]┆ {escape(reasoning_heading(record))}[/magenta]")
+                for line in (n.reasoning or "(empty)").splitlines() or [""]:
+                    console.print(f"[magenta]┆[/magenta] [dim italic]{escape(line)}[/dim italic]")
             console.print(escape(n.content))
             meta = node_metadata(record)
             if meta:

@@ -222,6 +222,18 @@ def _write_markdown(path: Path, tables: dict[str, Rows]) -> Path:
             if n["model"] == EDIT_MODEL:
                 label += " · edited by the researcher"
             lines += [label, ""]
+            if n.get("reasoning") is not None:
+                # Collapsed where Markdown renders HTML (GitHub, most viewers), like the TUI's.
+                heading = f"private reasoning of {who}, never shown to the partner"
+                lines += [
+                    "<details>",
+                    f"<summary>{heading}</summary>",
+                    "",
+                    _quote(n["reasoning"]),
+                    "",
+                    "</details>",
+                    "",
+                ]
             beside = [s.node for s in side.get(n["id"], [])]
             for p in beside:
                 if p["kind"] == "prediction":  # made before the turn was written

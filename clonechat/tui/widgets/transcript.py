@@ -36,7 +36,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from clonechat.engine.records import NodeRecord
-from clonechat.rendering import node_metadata
+from clonechat.rendering import node_metadata, reasoning_heading
 from clonechat.tui.transcript_source import AppendableSource, TranscriptSource
 
 #: Nodes loaded and laid out together (one ``source.page`` call).
@@ -67,6 +67,7 @@ class TranscriptView(ScrollView, can_focus=True):
         Binding("down,j", "cursor_down", "Next turn", show=False),
         Binding("home,g", "scroll_home", "First turn", show=False),
         Binding("end,G", "scroll_end", "Last turn", show=False),
+        Binding("t", "toggle_reasoning", "Reasoning"),
     ]
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
@@ -77,6 +78,7 @@ class TranscriptView(ScrollView, can_focus=True):
         "transcript--meta",
         "transcript--cursor",
         "transcript--streaming",
+        "transcript--reasoning",
     }
 
     DEFAULT_CSS = """
@@ -92,6 +94,7 @@ class TranscriptView(ScrollView, can_focus=True):
     TranscriptView > .transcript--meta { text-style: dim; }
     TranscriptView > .transcript--cursor { color: $accent; text-style: bold; }
     TranscriptView > .transcript--streaming { text-style: italic; }
+    TranscriptView > .transcript--reasoning { color: ansi_magenta; text-style: dim italic; }
     """
 
     class NodeSelected(Message):
@@ -133,6 +136,8 @@ class TranscriptView(ScrollView, can_focus=True):
         self._syncing = False
         #: Set by ``set_source(at_end=True)`` before the first resize: open at the end then.
         self._open_at_end = False
+        #: Nodes whose private reasoning is shown (collapsed to one line by default).
+        self._reasoning_open: set[str] = set()
         self._reset_heights()
 
     # -- public API ---------------------------------------------------------------------------
@@ -257,6 +262,21 @@ class TranscriptView(ScrollView, can_focus=True):
 
     def action_cursor_down(self) -> None:
         self.select_node(self._first_visible() if self._cursor is None else self._cursor + 1)
+
+    def action_toggle_reasoning(self) -> None:
+        """Open or close the selected node's private reasoning (``t``)."""
+        if self._cursor is None:
+            return
+        node = self.node_at(self._cursor)
+        if node.reasoning is None:
+            self.notify("this message has no reasoning trace", timeout=3)
+            return
+        self._reasoning_open ^= {node.id}
+        if self._width:
+            self._store(self._cursor, node)
+            self._update_virtual_size()
+            self._scroll_node_into_view(self._cursor)
+        self.refresh()
 
     def action_scroll_home(self) -> None:
         """Jump (no animation: an animated scroll across 10k turns would load every page on the way)."""
@@ -468,13 +488,23 @@ class TranscriptView(ScrollView, can_focus=True):
         label = "opening" if node.kind == "opening" else f"turn {node.turn_index}"
         header = Text.assemble((node.speaker, speaker), (f"  {label} · {node.id}", dim))
         strips = self._wrap(header, width, truncate=True)
+        thought = 0
+        if node.reasoning is not None:
+            style = self.get_component_rich_style("transcript--reasoning", partial=True)
+            opened = node.id in self._reasoning_open
+            heading = f"{'▾' if opened else '▸'} {reasoning_heading(node)}" + ("" if opened else " · t to open")
+            lines = self._wrap(Text(heading, style=style), width, truncate=True)
+            if opened:
+                lines += self._wrap(Text(node.reasoning or "(empty)", style=style), width)
+            strips += lines
+            thought = len(lines)
         strips += self._wrap(Text(node.content), width)
         meta = node_metadata(node)
         if meta:
             style = self.get_component_rich_style("transcript--meta", partial=True)
             strips += self._wrap(Text(meta, style=style), width, truncate=True)
         strips.append(Strip.blank(0))
-        return strips, 2 + (1 if meta else 0)
+        return strips, 2 + thought + (1 if meta else 0)
 
     def _layout_stream(self) -> list[Strip]:
         if self._stream is None or not self._width:
