@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from clonechat.read.spending import Spending
+
 #: Who predicted: the partner (the other clone), the speaker itself, or a different model
 #: given the partner's view.
 PredictionVariant = str  # "partner" | "self" | "cross"
@@ -83,3 +85,5 @@ class ReportData:
     predictions: list[PredictionScore] = field(default_factory=list)
     coordination: list[CoordinationPair] = field(default_factory=list)
     reports: list[ReportBack] = field(default_factory=list)
+    #: What the experiment spent (dollars where prices are known, and tokens).
+    spending: Spending | None = None

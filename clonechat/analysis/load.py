@@ -18,6 +18,7 @@ from clonechat.read.connect import Readable, snapshot
 from clonechat.read.experiments import conditions, experiment_counts, require_experiment
 from clonechat.read.scores import predictions_in_force
 from clonechat.read.sides import experiment_sides
+from clonechat.read.spending import experiment_spending
 from clonechat.scoring.coordination import ANSWER_SCORER, AnswerReader
 
 
@@ -83,6 +84,7 @@ def load_report_data(db: Readable, experiment: str, library: PromptLibrary | Non
             predictions=_predictions(moment, found.name),
             coordination=coordination,
             reports=reports,
+            spending=experiment_spending(moment, found.id),
         )
 
 

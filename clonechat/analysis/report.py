@@ -25,6 +25,7 @@ from clonechat.analysis.report_tables import (
     primary_scorers,
 )
 from clonechat.analysis.stats import MIN_CLUSTERS_FOR_CI
+from clonechat.rendering import format_cost
 
 #: Characters of a report back quoted in the report.
 EXCERPT_CHARS = 400
@@ -84,7 +85,25 @@ def conditions_section(data: ReportData) -> str:
         ]
         for c in data.conditions
     ]
-    return "\n".join([*lines, md_table(headers, rows), ""])
+    return "\n".join([*lines, md_table(headers, rows), "", *spending_lines(data)])
+
+
+def spending_lines(data: ReportData) -> list[str]:
+    """What the experiment spent, in one paragraph (nothing when no model reported usage)."""
+    spent = data.spending
+    if spent is None or not spent.tokens:
+        return []
+    parts = [f"{spent.tokens:,} tokens"]
+    if spent.cached_tokens or spent.cache_written_tokens:
+        parts.append(f"{spent.cached_tokens:,} read from a prompt cache, {spent.cache_written_tokens:,} written to one")
+    if spent.reasoning_tokens:
+        parts.append(f"{spent.reasoning_tokens:,} of reasoning")
+    cost = f"**{format_cost(spent.cost_usd)}** over {spent.priced_calls:,} priced calls" if spent.has_cost else ""
+    unpriced = (
+        f" ({spent.unpriced_calls:,} calls of models without prices are not costed)" if spent.unpriced_calls else ""
+    )
+    text = f"Spent: {cost}{'; ' if cost else ''}{'; '.join(parts)}.{unpriced if spent.has_cost else ''}"
+    return [text, ""]
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:

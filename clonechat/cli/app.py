@@ -391,12 +391,20 @@ def list_dialogues(
     written, created or migrated."""
     from clonechat.read.connect import nothing_to_read, open_reader
     from clonechat.read.dialogues import dialogue_summaries
+    from clonechat.read.experiments import find_experiment
+    from clonechat.read.spending import Spending, experiment_spending
+    from clonechat.rendering import format_cost
 
     def go() -> None:
         if not db_location(db).exists():
             raise nothing_to_read(db)
+        spent: dict[str, Spending] = {}
         with open_reader(db) as reader:
             rows = [] if reader is None else dialogue_summaries(reader, experiment=experiment, limit=limit)
+            for name in dict.fromkeys(r.experiment for r in rows):
+                found = find_experiment(reader, name) if reader is not None else None
+                if found is not None:
+                    spent[name] = experiment_spending(reader, found.id)  # type: ignore[arg-type]
         if not rows:
             Console().print("no dialogues yet: start one with [bold]clonechat run[/bold]")
             return
@@ -418,6 +426,12 @@ def list_dialogues(
                 r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             )
         Console().print(table)
+        for name, money in spent.items():
+            if money.has_cost:
+                Console(highlight=False).print(
+                    f"[dim]experiment {escape(name)} spent {format_cost(money.cost_usd)} "
+                    f"({money.tokens:,} tokens, {money.priced_calls:,} priced calls)[/dim]"
+                )
 
     report_errors(go)
 

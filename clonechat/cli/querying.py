@@ -150,16 +150,21 @@ def search(
         bool, typer.Option("--literal", help="Find TEXT as a substring (automatic when it has no letters, e.g. emoji).")
     ] = False,
     limit: Annotated[int, typer.Option(help="At most this many messages, best match first.")] = 50,
+    reasoning: Annotated[
+        bool, typer.Option("--reasoning", help="Search the models' private reasoning instead of their messages.")
+    ] = False,
     fmt: FormatOption = OutputFormat.table,
     db: DbOption = DEFAULT_DB_TEXT,
 ) -> None:
-    """Full-text search over every stored message."""
+    """Full-text search over every stored message (or, with --reasoning, every reasoning trace)."""
     from clonechat.query.search import MARK_END, MARK_START, search
     from clonechat.read.console import read_only
 
     def go() -> None:
         with read_only(db) as conn:
-            hits = search(conn, text, experiment=experiment, kinds=kind or [], literal=literal, limit=limit)
+            hits = search(
+                conn, text, experiment=experiment, kinds=kind or [], literal=literal, limit=limit, reasoning=reasoning
+            )
         if fmt is not OutputFormat.table:
             columns = ["node_id", "dialogue_id", "experiment", "condition", "turn_index", "speaker", "kind", "variant"]
             rows = ([*(getattr(h, c) for c in columns), h.plain_snippet()] for h in hits)
@@ -167,10 +172,11 @@ def search(
             return
         console = Console(highlight=False, soft_wrap=True)
         if not hits:
-            console.print(f"no messages match {escape(text)!r}")
+            console.print(f"no {'reasoning' if reasoning else 'messages'} match {escape(text)!r}")
             return
         for h in hits:
             where = f"{h.experiment}/{h.condition} {h.dialogue_id[:10]} turn {h.turn_index} {h.speaker} {h.kind}"
+            where += " (private reasoning)" if reasoning else ""
             snippet = escape(" ".join(h.snippet.split())).replace(MARK_START, "[bold reverse]").replace(MARK_END, "[/]")
             console.print(f"[dim]{escape(where)}[/dim]  {snippet}")
         console.print(

@@ -43,13 +43,23 @@ def search(
     kinds: Sequence[str] = (),
     literal: bool = False,
     limit: int = 50,
+    reasoning: bool = False,
 ) -> list[SearchHit]:
-    """Messages matching ``query``, best match first (oldest first for a substring scan)."""
+    """Messages matching ``query``, best match first (oldest first for a substring scan); with
+    ``reasoning``, the messages whose private reasoning matches it."""
     if not query.strip():
         raise QueryError("search: give something to search for")
     literal = literal or is_literal(query)
     try:
-        hits = find_messages(conn, query, experiment=experiment, kinds=kinds, substring=literal, limit=limit)
+        hits = find_messages(
+            conn,
+            query,
+            experiment=experiment,
+            kinds=kinds,
+            substring=literal,
+            limit=limit,
+            field="reasoning" if reasoning else "content",
+        )
     except QueryError as exc:
         if not literal and str(exc).startswith("SQL error"):
             # The statement is ours; what the backend (or the FTS5 grammar) rejects is the query.

@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from clonechat.errors import QueryError
 from clonechat.read.console import ReadOnlyConnection
@@ -104,6 +105,21 @@ class UnsupportedSearchError(QueryError):
     """A valid FTS5 query that PostgreSQL's full-text search cannot ask (NEAR, ``^``, a column filter)."""
 
 
+#: What a search looks in: the messages, or the private reasoning (its own index, step 9).
+SearchField = Literal["content", "reasoning"]
+
+
+def _parts(dialect: str, substring: bool, field: SearchField) -> dict[str, str]:
+    """:data:`_STATEMENT_PARTS` for ``field``: the reasoning's index and column in place of the
+    messages' (same tokenizer, same expression over the other column)."""
+    parts = _STATEMENT_PARTS[(dialect, substring)]
+    if field == "content":
+        return parts
+    return {
+        k: v.replace("node_fts", "node_fts_reasoning").replace("n.content", "n.reasoning") for k, v in parts.items()
+    }
+
+
 def find_messages(
     conn: ReadOnlyConnection,
     query: str,
@@ -112,10 +128,12 @@ def find_messages(
     kinds: Sequence[str] = (),
     substring: bool = False,
     limit: int = 50,
+    field: SearchField = "content",
 ) -> list[SearchHit]:
     """Messages matching ``query`` (FTS5 syntax), best match first; with ``substring``, those
-    containing it case-insensitively, oldest first. An invalid query is a ``QueryError``
-    starting ``SQL error:``, on either backend."""
+    containing it case-insensitively, oldest first; with ``field="reasoning"``, the nodes whose
+    private reasoning matches (the snippet is of the reasoning). An invalid query is a
+    ``QueryError`` starting ``SQL error:``, on either backend."""
     dialect = conn.dialect.name
     params: dict[str, object] = {"query": query, "limit": limit}
     if dialect == "postgresql" and not substring:
@@ -131,7 +149,7 @@ def find_messages(
         names = [f":kind{i}" for i in range(len(kinds))]
         filters += f" AND n.kind IN ({', '.join(names)})"
         params.update({f"kind{i}": k for i, k in enumerate(kinds)})
-    sql = _CONTEXT.format(filters=filters, **_STATEMENT_PARTS[(dialect, substring)])
+    sql = _CONTEXT.format(filters=filters, **_parts(dialect, substring, field))
     return [SearchHit(*row) for row in conn.execute(sql, params).fetchall()]
 
 
