@@ -1,7 +1,9 @@
 """What a spec will cost before it runs: dialogues, model calls and tokens, for ``--dry-run``.
 
 Figures are upper bounds: every dialogue is assumed to run all its turns and every turn to use
-its whole ``max_tokens`` (a stop phrase or shorter replies only make it cheaper). Prompt text
+its whole ``max_tokens`` (a stop phrase or shorter replies only make it cheaper); with extended
+thinking, the later prompts carry each earlier message at ``max_tokens`` less the thinking
+budget, since thinking is never sent back. Prompt text
 is counted at about four characters per token, which is close for English and needs no
 tokenizer. A provider with a KV cache (the embedded model, vLLM, llama.cpp) evaluates far
 fewer input tokens than it is sent.
@@ -57,9 +59,15 @@ def estimate_condition(condition: PlannedCondition) -> ConditionEstimate:
     plan = condition.blueprint
     turns = condition.max_turns
     max_tokens = max(plan.params_a.max_tokens, plan.params_b.max_tokens)
+    # With extended thinking, max_tokens counts the thinking too, which never enters a history.
+    message_tokens = max(
+        params.max_tokens - (spec.thinking_budget or 0)
+        for spec, params in ((plan.spec_a, plan.params_a), (plan.spec_b, plan.params_b))
+    )
     fixed = (text_tokens(plan.system_a.text) + text_tokens(plan.system_b.text)) // 2 + text_tokens(plan.opening.text)
     # Turn t sees the system prompt, the opening and the t-1 earlier turns.
-    per_dialogue_input = turns * fixed + (max_tokens + MESSAGE_OVERHEAD) * turns * (turns - 1) // 2
+    per_message = message_tokens + MESSAGE_OVERHEAD
+    per_dialogue_input = turns * fixed + per_message * turns * (turns - 1) // 2
     # Each prediction is a request as long as a turn's, and may be as long as the turn it predicts.
     m = plan.request.measures
     per_turn = 1
@@ -70,11 +78,11 @@ def estimate_condition(condition: PlannedCondition) -> ConditionEstimate:
         asked = 2 * len(m.coordination.tasks) * (2 if m.coordination.when == "both" else 1)
         side_calls += asked
         side_output += asked * m.coordination.max_tokens
-        side_input += asked * (fixed + (max_tokens + MESSAGE_OVERHEAD) * turns // 2)
+        side_input += asked * (fixed + per_message * turns // 2)
     if m.report_back is not None:
         side_calls += 2
         side_output += 2 * m.report_back.max_tokens
-        side_input += 2 * (fixed + (max_tokens + MESSAGE_OVERHEAD) * turns)
+        side_input += 2 * (fixed + per_message * turns)
     output_tokens = condition.replicates * (turns * max_tokens * per_turn + side_output)
     input_tokens = condition.replicates * (per_dialogue_input * per_turn + side_input)
     cost, cached_cost = None, None
@@ -88,7 +96,7 @@ def estimate_condition(condition: PlannedCondition) -> ConditionEstimate:
         side_cost = ((input_tokens - turn_input) * mean_in + (output_tokens - turn_output) * mean_out) / PER_TOKENS
         cost = (turn_input * mean_in + turn_output * mean_out) / PER_TOKENS + side_cost
         cached = sum(
-            _cached_turns_cost(spec, price, fixed, max_tokens + MESSAGE_OVERHEAD, turns) / 2
+            _cached_turns_cost(spec, price, fixed, per_message, turns) / 2
             for spec, price in zip((plan.spec_a, plan.spec_b), both, strict=True)
         )
         cached_cost = condition.replicates * cached + turn_output * mean_out / PER_TOKENS + side_cost
