@@ -67,7 +67,8 @@ class TranscriptView(ScrollView, can_focus=True):
         Binding("down,j", "cursor_down", "Next turn", show=False),
         Binding("home,g", "scroll_home", "First turn", show=False),
         Binding("end,G", "scroll_end", "Last turn", show=False),
-        Binding("t", "toggle_reasoning", "Reasoning"),
+        # Not in the footer (full already): every collapsed trace says "t to open" itself.
+        Binding("t", "toggle_reasoning", "Open/close reasoning", show=False),
     ]
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
