@@ -520,12 +520,12 @@ def show(
     """Print one dialogue: a path through its tree, with per-turn metadata.
 
     Only reads: the file is left exactly as it was."""
-    from clonechat.cli.console import SPEAKER_STYLE
+    from clonechat.cli.console import SPEAKER_STYLE, print_reasoning
     from clonechat.read.connect import open_existing
     from clonechat.read.dialogues import prompt_texts, resolve_dialogue
     from clonechat.read.paths import dialogue_path, node_record, path_to
     from clonechat.read.sides import group_by_anchor, side_nodes
-    from clonechat.rendering import node_metadata, reasoning_heading
+    from clonechat.rendering import node_metadata
 
     def go() -> None:
         console = Console(highlight=False)
@@ -555,10 +555,7 @@ def show(
             style = SPEAKER_STYLE.get(n.speaker, "bold")
             label = "opening" if n.kind == "opening" else f"turn {n.turn_index}"
             console.print(f"\n[{style}]{n.speaker}[/{style}] [dim]{label} · {n.id}[/dim]")
-            if n.reasoning is not None:
-                console.print(f"[magenta]┆ {escape(reasoning_heading(record))}[/magenta]")
-                for line in (n.reasoning or "(empty)").splitlines() or [""]:
-                    console.print(f"[magenta]┆[/magenta] [dim italic]{escape(line)}[/dim italic]")
+            print_reasoning(console, record)
             console.print(escape(n.content))
             meta = node_metadata(record)
             if meta:
