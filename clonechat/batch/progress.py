@@ -8,6 +8,7 @@ the store knows they exist.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -249,11 +250,18 @@ class _View:
         self._shown_failures = 0
 
     def _print_new_failures(self, console: Console) -> None:
-        for failure in self.progress.failures[self._shown_failures :]:
-            console.print(
+        """Each new failure's reason, on stderr (progress stays on ``console``). Under a live
+        table rich stands in for ``sys.stderr``: a terminal gets the line through it (above the
+        table), a file or pipe gets it directly."""
+        new = self.progress.failures[self._shown_failures :]
+        if not new:
+            return
+        real = getattr(sys.stderr, "rich_proxied_file", sys.stderr)
+        errors = Console(file=sys.stderr if real.isatty() else real, highlight=False, soft_wrap=True)
+        for failure in new:
+            errors.print(
                 f"[red]dialogue {failure.dialogue_id} ({escape(failure.condition)}) failed:[/red] "
-                f"{escape(failure.error)}",
-                highlight=False,
+                f"{escape(failure.error)}"
             )
         self._shown_failures = len(self.progress.failures)
 

@@ -16,9 +16,18 @@ from clonechat.engine.events import (
     TurnStarted,
 )
 from clonechat.engine.records import NodeRecord
-from clonechat.rendering import node_metadata
+from clonechat.rendering import node_metadata, reasoning_heading
 
 SPEAKER_STYLE = {"A": "bold cyan", "B": "bold magenta", "researcher": "bold yellow"}
+
+
+def print_reasoning(console: Console, node: NodeRecord) -> None:
+    """A node's private reasoning, if it has any, marked as such (``clonechat run`` and ``show``)."""
+    if node.reasoning is None:
+        return
+    console.print(f"[magenta]┆ {escape(reasoning_heading(node))}[/magenta]")
+    for line in (node.reasoning or "(empty)").splitlines() or [""]:
+        console.print(f"[magenta]┆[/magenta] [dim italic]{escape(line)}[/dim italic]")
 
 
 def _one_line(node: NodeRecord, limit: int = 160) -> str:
@@ -31,6 +40,8 @@ class LivePrinter:
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        #: A failed turn's reason is an error: it goes to stderr, the transcript stays on stdout.
+        self.errors = Console(stderr=True, highlight=False, soft_wrap=True)
         self._streaming = False
 
     async def __call__(self, event: Event) -> None:
@@ -51,6 +62,8 @@ class LivePrinter:
                 c.print(f"[{SPEAKER_STYLE['researcher']}]researcher[/] [dim](opening)[/dim]\n{escape(node.content)}")
             elif node.kind == "turn":
                 c.print()
+                # The reasoning arrives with the finished turn (it is never streamed as text).
+                print_reasoning(c, node)
                 c.print(f"[dim]{escape(node_metadata(node))}[/dim]")
                 for prediction in event.side:
                     # Shown after the turn it predicts, for the researcher: no agent saw it.
@@ -70,7 +83,7 @@ class LivePrinter:
         elif isinstance(event, TurnFailed):
             if self._streaming:
                 c.print()
-            c.print(f"[red]turn {event.turn_index} ({event.speaker}) failed: {escape(event.error)}[/red]")
+            self.errors.print(f"[red]turn {event.turn_index} ({event.speaker}) failed: {escape(event.error)}[/red]")
         elif isinstance(event, DialogueEnded):
             if self._streaming:
                 c.print()
