@@ -20,9 +20,17 @@ An entry::
     stream = true
     idle_timeout = 60                      # seconds of silence before a stream counts as hung
     retry_budget = 300                     # seconds to keep retrying 429/5xx/network errors
+    reasoning_effort = "medium"            # reasoning models (OpenAI-compatible)
+    think_tags = false                     # split inline <think>...</think> off the content
+    prompt_logprobs = "vllm"               # the server scores given text (surprisal)
     [models.llama-8b.defaults]
     temperature = 0.8
     max_tokens = 300
+    [models.llama-8b.prices]               # US dollars per million tokens: nodes get a cost
+    input = 0.2
+    output = 0.6
+
+Anthropic models also take ``thinking = { budget_tokens = N }`` and ``prompt_caching = false``.
 
 The format is checked by the pydantic models of :mod:`clonechat.registry_file`: an unknown key,
 a wrong type or a broken rule is one line naming the file, the line, the model and the key.
@@ -84,6 +92,8 @@ class ModelSpec:
     prompt_caching: bool = True
     #: How the server scores given text (None: it cannot; surprisal is "not available").
     prompt_logprobs: str | None = None
+    #: The GGUF whose chat template the client renders (``prompt_logprobs = "llama-cpp"``).
+    chat_template: str | None = None
 
 
 def _embedded_defaults() -> GenerationParams:
@@ -102,7 +112,9 @@ def spec_from_entry(name: str, entry: ModelEntry, source: str | Path) -> ModelSp
     """The model a validated ``[models.NAME]`` table describes."""
     base = _embedded_defaults() if entry.provider == "local" else GenerationParams()
     if entry.thinking is not None:
-        base = replace(base, temperature=1.0)  # the only temperature Anthropic allows with thinking
+        # The only temperature Anthropic allows with thinking; and max_tokens counts thinking
+        # too, so by default the answer keeps its usual allowance on top of the budget.
+        base = replace(base, temperature=1.0, max_tokens=entry.thinking.budget_tokens + base.max_tokens)
     return ModelSpec(
         name=name,
         provider=entry.provider,
@@ -122,6 +134,7 @@ def spec_from_entry(name: str, entry: ModelEntry, source: str | Path) -> ModelSp
         think_tags=bool(entry.think_tags),
         prompt_caching=entry.prompt_caching is not False,
         prompt_logprobs=entry.prompt_logprobs,
+        chat_template=entry.chat_template and str(Path(source).parent / Path(entry.chat_template).expanduser()),
     )
 
 
@@ -307,7 +320,9 @@ class ProviderPool:
             if spec.prompt_logprobs is not None:
                 from clonechat.providers.server_logprobs import ScoringOpenAICompatibleProvider
 
-                return ScoringOpenAICompatibleProvider(**kwargs, prompt_logprobs=spec.prompt_logprobs)
+                return ScoringOpenAICompatibleProvider(
+                    **kwargs, prompt_logprobs=spec.prompt_logprobs, chat_template=spec.chat_template
+                )
             from clonechat.providers.openai_compat import OpenAICompatibleProvider
 
             return OpenAICompatibleProvider(**kwargs)
@@ -325,3 +340,11 @@ class ProviderPool:
         for endpoint in self._endpoints.values():
             await endpoint.aclose()
         self._endpoints.clear()
+
+    def rate_limits(self) -> dict[str, dict[str, float]]:
+        """Per endpoint in use: 429 responses (``"429"``) and seconds requests waited for its
+        pacer (``"paced_s"``). Read it before ``aclose``, which forgets the endpoints."""
+        return {
+            url: {"429": e.rate_limited_responses, "paced_s": round(e.paced_seconds, 3)}
+            for url, e in self._endpoints.items()
+        }

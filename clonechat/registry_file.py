@@ -90,6 +90,7 @@ _PROVIDER_OPTIONS: dict[str, tuple[str, ...]] = {
     "reasoning_effort": ("openai-compatible",),
     "think_tags": ("openai-compatible",),
     "prompt_logprobs": ("openai-compatible",),
+    "chat_template": ("openai-compatible",),
 }
 
 
@@ -121,6 +122,9 @@ class ModelEntry(BaseModel):
     prompt_caching: bool | None = None
     #: The server can score given text, in this form (the ``surprisal`` scorer uses it).
     prompt_logprobs: PromptLogprobsForm | None = None
+    #: ``prompt_logprobs = "llama-cpp"``: the GGUF the server serves, whose chat template and
+    #: vocabulary clonechat reads to render the prompt (relative to the models file).
+    chat_template: NonEmpty | None = None
     prices: ModelPrices | None = None
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
 

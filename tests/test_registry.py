@@ -136,6 +136,7 @@ def test_the_file_format_knows_every_key_of_the_spec() -> None:
         "think_tags",
         "prompt_caching",
         "prompt_logprobs",
+        "chat_template",
         "prices",
         "defaults",
     }
@@ -179,7 +180,7 @@ LOCAL = '[models.m]\nprovider = "local"\n'
             ':2: models.m: provider must be local, openai-compatible, anthropic or scripted (got "openai")',
         ),
         # unknown keys
-        (LOCAL + "colour = 1\n", ":3: models.m: unknown key 'colour' (known keys: api_key_env, base_url, defaults,"),
+        (LOCAL + "colour = 1\n", ":3: models.m: unknown key 'colour' (known keys: api_key_env, base_url, chat_template, defaults,"),
         (
             LOCAL + "max_conections = 1\n",
             ":3: models.m: unknown key 'max_conections' (did you mean 'max_connections'?)",

@@ -41,7 +41,12 @@ DEFAULT_REPORTS_DIR = Path("runs") / "reports"
 
 def scorer_descriptions() -> list[tuple[str, str]]:
     rows = [(s.name, s.description) for s in TEXT_SCORERS.values()]
-    rows.append((SURPRISAL_NAME, "predictor's mean log-probability per token of the actual message (embedded model)"))
+    rows.append(
+        (
+            SURPRISAL_NAME,
+            "predictor's mean log-probability per token of the actual message (embedded, prompt_logprobs servers)",
+        )
+    )
     rows.append((JUDGE_NAME, "a judge model rates prediction vs message 0-10 with prompts/judges/ (needs --judge)"))
     return rows
 
@@ -69,8 +74,9 @@ async def _model_scores(
             providers: dict[str, Provider | None] = {}
             for model in models:
                 spec = registry.models.get(model)
-                # Only in-process models give prompt log-probabilities (docs/surprisal.md).
-                providers[model] = pool.get(spec) if spec is not None and spec.provider == "local" else None
+                # In-process models, and servers that return prompt log-probabilities (docs/surprisal.md).
+                scores = spec is not None and (spec.provider == "local" or spec.prompt_logprobs is not None)
+                providers[model] = pool.get(spec) if spec is not None and scores else None
             summary = await score_with_model(
                 db, eid, SURPRISAL_NAME, SURPRISAL_VERSION, surprisal_scorer(contexts, providers)
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from clonechat.batch.budget import EXIT_BUDGET, Budget, BudgetGuard
 from clonechat.batch.capacity import capacity_notes
 from clonechat.batch.estimate import estimate
 from clonechat.batch.progress import BatchProgress, PlainProgress, RichProgress
@@ -27,7 +28,9 @@ from clonechat.engine.events import fan_out
 from clonechat.errors import ConfigError
 from clonechat.location import DbLocation
 from clonechat.read.experiments import experiment_counts, find_experiment, free_name, require_experiment
+from clonechat.read.spending import experiment_spending
 from clonechat.registry import Registry
+from clonechat.rendering import format_cost
 from clonechat.scoring.runner import score_text
 from clonechat.store.database import Database
 from clonechat.store.models import Experiment
@@ -49,6 +52,16 @@ class BatchArgs:
     db: DbLocation | str
     backend: str
     lease_seconds: float = DEFAULT_LEASE_SECONDS
+    #: Override the spec's budget (None: the spec's).
+    max_cost: float | None = None
+    max_tokens_total: int | None = None
+
+    def budget(self, loaded: LoadedSpec) -> Budget:
+        spec = loaded.spec
+        return Budget(
+            spec.max_cost if self.max_cost is None else self.max_cost,
+            spec.max_tokens_total if self.max_tokens_total is None else self.max_tokens_total,
+        )
 
 
 def _mode(args: BatchArgs) -> str:
@@ -70,11 +83,25 @@ def _mode(args: BatchArgs) -> str:
         raise ConfigError(f"--grace must not be negative (got {args.grace})")
     if not args.lease_seconds > 0:
         raise ConfigError(f"--lease must be a positive number of seconds (got {args.lease_seconds:g})")
+    if args.max_cost is not None and not args.max_cost > 0:
+        raise ConfigError(f"--max-cost must be a positive number of US dollars (got {args.max_cost:g})")
+    if args.max_tokens_total is not None and args.max_tokens_total < 1:
+        raise ConfigError(f"--max-tokens-total must be at least 1 (got {args.max_tokens_total})")
     return given[0]
+
+
+def _dollars(value: float | None) -> str:
+    return "?" if value is None else format_cost(value)
+
+
+def _total_cost(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
 
 
 def print_plan(loaded: LoadedSpec, console: Console, as_json: bool) -> None:
     rows = estimate(loaded)
+    costs = _total_cost([r.cost_usd for r in rows])
+    cached_costs = _total_cost([r.cost_usd_cached for r in rows])
     if as_json:
         plan = {
             "experiment": loaded.name,
@@ -85,13 +112,16 @@ def print_plan(loaded: LoadedSpec, console: Console, as_json: bool) -> None:
             "model_calls": sum(r.model_calls for r in rows),
             "output_tokens_max": sum(r.output_tokens for r in rows),
             "input_tokens_est": sum(r.input_tokens for r in rows),
+            "cost_usd_max": costs,
+            "cost_usd_max_cached": cached_costs,
         }
         print(json.dumps(plan, indent=2))
         return
+    priced = any(r.cost_usd is not None for r in rows)
     table = Table(
         title=f"plan for experiment '{escape(loaded.name)}'", title_justify="left", box=None, header_style="bold"
     )
-    for column in (
+    columns = [
         "condition",
         "template",
         "model A",
@@ -102,15 +132,14 @@ def print_plan(loaded: LoadedSpec, console: Console, as_json: bool) -> None:
         "model calls ≤",
         "output tok ≤",
         "input tok ≈",
-    ):
-        table.add_column(
-            column,
-            justify="right"
-            if column[0].isdigit() or "tok" in column or column in ("dialogues", "turns", "model calls ≤")
-            else "left",
-        )
+    ]
+    if priced:
+        columns += ["cost ≤", "with caching ≤"]
+    for column in columns:
+        left = column in ("condition", "template", "model A", "model B")
+        table.add_column(column, justify="left" if left else "right")
     for r in rows:
-        table.add_row(
+        cells = [
             escape(r.condition),
             r.template,
             r.model_a,
@@ -121,8 +150,9 @@ def print_plan(loaded: LoadedSpec, console: Console, as_json: bool) -> None:
             f"{r.model_calls:,}",
             f"{r.output_tokens:,}",
             f"{r.input_tokens:,}",
-        )
-    table.add_row(
+        ]
+        table.add_row(*cells, *([_dollars(r.cost_usd), _dollars(r.cost_usd_cached)] if priced else []))
+    totals = [
         "[bold]total[/bold]",
         "",
         "",
@@ -133,14 +163,28 @@ def print_plan(loaded: LoadedSpec, console: Console, as_json: bool) -> None:
         f"{sum(r.model_calls for r in rows):,}",
         f"{sum(r.output_tokens for r in rows):,}",
         f"{sum(r.input_tokens for r in rows):,}",
-        style="bold",
-    )
+    ]
+    table.add_row(*totals, *([_dollars(costs), _dollars(cached_costs)] if priced else []), style="bold")
     console.print(table)
     console.print(
         f"[dim]{loaded.spec.concurrency} dialogues in flight at once. Upper bounds: every dialogue runs all its "
         "turns and every turn uses its whole max_tokens; input is counted at ~4 characters a token, before any "
         "KV-cache reuse. Dry run: nothing was run or written.[/dim]"
     )
+    if priced:
+        unpriced = sorted({m for r in rows if r.cost_usd is None for m in (r.model_a, r.model_b)})
+        console.print(
+            "[dim]Cost in US dollars from the models' prices; 'with caching' bills each turn's earlier prompt at the "
+            "cache-read rate and the new messages at the cache-write rate (docs in clonechat/batch/estimate.py)."
+            + (f" No prices for: {', '.join(unpriced)} ('?')." if unpriced else "")
+            + "[/dim]"
+        )
+    budget = loaded.spec.max_cost
+    if budget is not None and costs is not None and costs > budget:
+        console.print(
+            f"[yellow]note:[/yellow] the upper bound {format_cost(costs)} is above max_cost {format_cost(budget)}: "
+            "the run stops when the budget is reached"
+        )
 
 
 def _stored_spec(db: Database, name: str, registry: Registry) -> tuple[Experiment, LoadedSpec]:
@@ -185,6 +229,10 @@ class BatchResult:
     stopped: bool
     #: Dialogues whose lease this worker lost (another worker continues them).
     lost: int = 0
+    #: Why it stopped at its budget (None: it did not).
+    budget_reached: str | None = None
+    #: Per endpoint: 429 responses and seconds paced by rate-limit headers (ProviderPool.rate_limits).
+    rate_limits: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 async def execute(
@@ -199,8 +247,10 @@ async def execute(
     console: Console,
     plain_interval: float | None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    budget: Budget | None = None,
 ) -> BatchResult:
-    """Store the plan if ``experiment_id`` is None, then run every dialogue in ``statuses``."""
+    """Store the plan if ``experiment_id`` is None, then run every dialogue in ``statuses``
+    (none once ``budget`` is spent)."""
     registry, pool = provider_pool(loaded)
     try:
         async with open_writer(db) as writer:
@@ -216,6 +266,25 @@ async def execute(
             eid = experiment_id
             progress = BatchProgress(loads=pool.loads)
             control = BatchControl()
+            budget = budget or Budget()
+            spent = await anyio.to_thread.run_sync(lambda: experiment_spending(db, eid))
+
+            def stop_at_budget(reason: str) -> None:
+                console.print(
+                    f"[yellow]budget reached: {escape(reason)}; letting the turns in flight finish, starting nothing "
+                    "new. Resume with a higher budget.[/yellow]",
+                    highlight=False,
+                )
+                control.stop()
+
+            guard = BudgetGuard(budget, spent, stop_at_budget)
+            if guard.reason is not None:
+                console.print(
+                    f"[yellow]budget already reached: {escape(guard.reason)}; nothing run. Raise max_cost / "
+                    "max_tokens_total (or --max-cost / --max-tokens-total) to go on.[/yellow]",
+                    highlight=False,
+                )
+                return BatchResult(name, eid, created, progress, 0, False, budget_reached=guard.reason)
             source = LeasedJobs(
                 db,
                 writer,
@@ -247,7 +316,7 @@ async def execute(
                     tg.start_soon(_stop_on_signals, control, grace, console)
                     tg.start_soon(source.heartbeat)
                     tg.start_soon(view.show)
-                    emit = fan_out(Recorder(writer), progress)
+                    emit = fan_out(Recorder(writer), progress, guard)
                     await run_jobs(source, concurrency=concurrency, emit=emit, control=control)
                     await source.refresh_totals()  # the last progress line shows the experiment as it ends
                     tg.cancel_scope.cancel()
@@ -255,9 +324,21 @@ async def execute(
                 with anyio.CancelScope(shield=True):
                     await source.close()
     finally:
+        rate_limits = pool.rate_limits()  # before aclose forgets the endpoints
         with anyio.CancelScope(shield=True):
             await pool.aclose()
-    return BatchResult(name, eid, created, progress, len(source.claimed), control.stopped, len(source.lost))
+    stopped_by_user = control.stopped and guard.reason is None
+    return BatchResult(
+        name,
+        eid,
+        created,
+        progress,
+        len(source.claimed),
+        stopped_by_user,
+        lost=len(source.lost),
+        budget_reached=guard.reason,
+        rate_limits=rate_limits,
+    )
 
 
 def _planned_conditions(loaded: LoadedSpec) -> list[str]:
@@ -277,10 +358,16 @@ def _summary(db: Database, result: BatchResult, exit_code: int) -> dict[str, Any
         "database": str(db.path),
         "created": result.created,
         "stopped_by_user": result.stopped,
+        "budget_reached": result.budget_reached,
+        "spent": asdict(experiment_spending(db, result.experiment_id)),
         "exit_code": exit_code,
         "dialogues": {"total": sum(c.dialogues for c in counts.values()), **totals},
         "conditions": {name: {"dialogues": c.dialogues, "turns": c.turns, **c.by_status} for name, c in counts.items()},
-        "this_run": {"dialogues": result.jobs, **result.progress.summary()},
+        "this_run": {
+            "dialogues": result.jobs,
+            **result.progress.summary(),
+            "rate_limited": {url: dict(counts) for url, counts in result.rate_limits.items()},
+        },
     }
 
 
@@ -293,12 +380,30 @@ def _print_summary(summary: dict[str, Any], console: Console) -> None:
         f"this run: {run['turns_this_run']} turns in {run['elapsed_s']:.1f} s · {escape(summary['database'])}",
         highlight=False,
     )
+    limited = {url: c for url, c in run.get("rate_limited", {}).items() if c["429"] or c["paced_s"]}
+    if limited:
+        console.print(
+            "rate limits this run: "
+            + "; ".join(
+                f"{escape(url)}: {c['429']} × HTTP 429, paced {c['paced_s']:.1f} s" for url, c in limited.items()
+            ),
+            highlight=False,
+        )
     if d.get("failed"):
         console.print(
             f"[red]{d['failed']} dialogue(s) failed[/red]: rerun them with "
             f"[bold]clonechat batch --retry-failed {escape(summary['experiment'])}[/bold]"
         )
-    if summary["stopped_by_user"] or d.get("interrupted") or d.get("pending"):
+    spent = summary["spent"]
+    if spent["priced_calls"]:
+        console.print(f"spent so far: {format_cost(spent['cost_usd'])} · {spent['tokens']:,} tokens", highlight=False)
+    if summary["budget_reached"]:
+        console.print(
+            f"[yellow]stopped at the budget[/yellow] ({escape(summary['budget_reached'])}): go on with "
+            f"[bold]clonechat batch --resume {escape(summary['experiment'])} --max-cost N[/bold] "
+            "(or a higher max_cost / max_tokens_total in the spec)"
+        )
+    elif summary["stopped_by_user"] or d.get("interrupted") or d.get("pending"):
         console.print(
             f"[yellow]unfinished dialogues remain[/yellow]: continue with "
             f"[bold]clonechat batch --resume {escape(summary['experiment'])}[/bold]"
@@ -318,7 +423,7 @@ def batch_command(args: BatchArgs, registry: Registry) -> int:
     console = _console(stderr=True) if args.as_json else stdout
     if mode == "SPEC":
         assert args.spec is not None
-        loaded = load_spec_file(args.spec, registry=registry)
+        loaded = load_spec_file(args.spec, registry=registry, need_keys=not args.dry_run)
         if args.dry_run:
             print_plan(loaded, stdout, args.as_json)
             return 0
@@ -357,6 +462,7 @@ def batch_command(args: BatchArgs, registry: Registry) -> int:
                 console=console,
                 plain_interval=plain,
                 lease_seconds=args.lease_seconds,
+                budget=args.budget(loaded),
             ),
             backend=args.backend,
         )
@@ -366,7 +472,18 @@ def batch_command(args: BatchArgs, registry: Registry) -> int:
         scored = score_text(db, result.experiment_id)
         summary["scores"] = {"predictions": scored.predictions, "new": scored.new_scores}
     failed = summary["dialogues"].get("failed", 0)
-    exit_code = EXIT_INTERRUPTED if result.stopped else EXIT_FAILED if failed else 0
+    unfinished = sum(summary["dialogues"].get(status, 0) for status in UNFINISHED)
+    if not unfinished:
+        summary["budget_reached"] = None  # the experiment finished as the budget ran out: nothing stopped
+    exit_code = (
+        EXIT_INTERRUPTED
+        if result.stopped
+        else EXIT_BUDGET
+        if summary["budget_reached"]
+        else EXIT_FAILED
+        if failed
+        else 0
+    )
     summary["exit_code"] = exit_code
     if args.as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")

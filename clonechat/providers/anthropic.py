@@ -97,11 +97,12 @@ class AnthropicProvider(HttpProvider):
         if not isinstance(usage, dict):
             return
         if isinstance(usage.get("input_tokens"), int):
-            cached = int(usage.get("cache_read_input_tokens") or 0)
-            created = int(usage.get("cache_creation_input_tokens") or 0)
-            state.prompt_tokens = usage["input_tokens"] + cached + created
-            state.cached_tokens = cached
-            state.cache_written_tokens = created
+            # message_delta's cache counts are nullable (and some compatible servers leave them
+            # out): a count not sent keeps what message_start said, else it is 0.
+            cached, created = usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens")
+            state.cached_tokens = cached if isinstance(cached, int) else state.cached_tokens or 0
+            state.cache_written_tokens = created if isinstance(created, int) else state.cache_written_tokens or 0
+            state.prompt_tokens = usage["input_tokens"] + state.cached_tokens + state.cache_written_tokens
         if isinstance(usage.get("output_tokens"), int):
             state.completion_tokens = usage["output_tokens"]
 

@@ -34,6 +34,7 @@ from httpx_sse import EventSource, SSEError
 from clonechat.errors import ProviderError, RetryableProviderError
 from clonechat.providers.base import ChatRequest, Completion, DeltaCallback, FinishReason, RetryNotice
 from clonechat.providers.limits import AdaptiveLimiter
+from clonechat.providers.pacing import Pacer
 from clonechat.providers.pricing import Prices, Usage, cost_usd
 from clonechat.providers.retry import RetryPolicy, call_with_retries, is_retryable_status, retry_after_seconds
 from clonechat.providers.stops import StopSequenceFilter
@@ -67,12 +68,21 @@ class Endpoint:
     #: is closed and its connection discarded (the turn itself is complete and kept).
     drain_timeout: float = DRAIN_TIMEOUT
     limiter: AdaptiveLimiter = field(init=False)
+    #: Spaces requests by the rate-limit headers of the responses (clonechat.providers.pacing).
+    pacer: Pacer = field(default_factory=Pacer, init=False)
+    #: 429 responses received.
+    rate_limited_responses: int = field(default=0, init=False)
     _clients: list[httpx.AsyncClient] = field(default_factory=list, init=False)
     _sizes: list[int] = field(default_factory=list, init=False)
     _in_flight: list[int] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         self.limiter = AdaptiveLimiter(self.max_connections)
+
+    @property
+    def paced_seconds(self) -> float:
+        """Seconds requests waited for the pacer, summed over requests."""
+        return self.pacer.paced_seconds
 
     def _open_clients(self) -> None:
         # The pools' sizes add up to exactly max_connections (not count x the rounded-up
@@ -248,6 +258,7 @@ class HttpProvider(ABC):
         message = f"{self.label}: HTTP {status}" + (f": {detail}" if detail else "")
         if is_retryable_status(status):
             if status == 429:
+                self.endpoint.rate_limited_responses += 1
                 self.endpoint.limiter.rate_limited()
             return RetryableProviderError(message, retry_after=retry_after_seconds(response.headers))
         return ProviderError(message)
@@ -261,6 +272,8 @@ class HttpProvider(ABC):
         return await call_with_retries(attempt, self.retry, on_retry=on_retry)
 
     async def _attempt(self, request: ChatRequest, on_delta: DeltaCallback) -> Completion:
+        # Before the slot (a paced request holds none) and before the clock of the turn starts.
+        await self.endpoint.pacer.wait()
         state = self.new_state(request, on_delta)
         async with self.endpoint.limiter.slot():
             try:
@@ -310,9 +323,12 @@ class HttpProvider(ABC):
         payload = self.payload(request, self.stream)
         with self.endpoint.client() as client:
             await self._exchange_on(client, payload, state)
+        output = state.completion_tokens if state.completion_tokens is not None else state.chunks
+        self.endpoint.pacer.spent(state.prompt_tokens, output, payload)
 
     async def _exchange_on(self, client: httpx.AsyncClient, payload: dict[str, Any], state: StreamState) -> None:
         async with client.stream("POST", self.path, json=payload, headers=self.headers()) as response:
+            self.endpoint.pacer.update(response.headers)  # successes and errors alike
             if response.status_code >= 400:
                 raise self._status_error(response, (await response.aread())[:2000])
             if not self.stream:

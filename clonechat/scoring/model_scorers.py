@@ -3,10 +3,10 @@
 **Surprisal** is the predictor model's log-probability of the actual message given the exact
 context the prediction was made from (its own view plus the prediction instruction): not "did
 it guess the words" but "how expected was what the clone really said, to this predictor". It
-needs prompt log-probabilities, which clonechat computes in-process for the embedded model
-(see docs/surprisal.md for which servers could provide them); other predictors are reported as
-unavailable rather than scored wrongly. The value stored is the mean log-probability per token
-(nats; higher is less surprising).
+needs prompt log-probabilities, which clonechat computes in-process for the embedded model and
+asks of servers that return them (``prompt_logprobs`` = llama-cpp, vllm or sglang; see
+docs/surprisal.md); other predictors are reported as unavailable rather than scored wrongly.
+The value stored is the mean log-probability per token (nats; higher is less surprising).
 
 **Judge** asks a model to rate, with the rubric in ``prompts/judges/``, how closely the
 prediction matches the message, 0-10 (stored as 0-1). The version names the judge model and

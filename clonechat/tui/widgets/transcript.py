@@ -493,7 +493,8 @@ class TranscriptView(ScrollView, can_focus=True):
         if node.reasoning is not None:
             style = self.get_component_rich_style("transcript--reasoning", partial=True)
             opened = node.id in self._reasoning_open
-            heading = f"{'▾' if opened else '▸'} {reasoning_heading(node)}" + ("" if opened else " · t to open")
+            # The key first: the heading is cut to one line, and its end is what a narrow pane loses.
+            heading = f"{'▾' if opened else '▸ t to open ·'} {reasoning_heading(node)}"
             lines = self._wrap(Text(heading, style=style), width, truncate=True)
             if opened:
                 lines += self._wrap(Text(node.reasoning or "(empty)", style=style), width)
