@@ -22,6 +22,7 @@ from clonechat.providers.openai_compat import OpenAICompatibleProvider
 from clonechat.providers.pacing import MAX_WAIT, Pacer, Window, parse_duration, parse_reset, read_windows
 from clonechat.providers.retry import RetryPolicy
 from tests.servers.fake_model import FakeModelServer, Reply, fake_model_server, openai_body
+from tests.test_batch import server_spec
 
 FAST = RetryPolicy(budget=5.0, initial_backoff=0.05, max_backoff=0.2)
 REQUEST = ChatRequest(
@@ -332,25 +333,9 @@ async def test_a_server_reporting_little_left_gets_fewer_requests_per_second(api
 # -- the 429 count in the batch summary ---------------------------------------------------------
 
 
-def spec_text(server: FakeModelServer, name: str) -> str:
-    return f"""\
-name = "{name}"
-replicates = 1
-max_turns = 2
-seed = 3
-concurrency = 1
-model_a = "srv"
-
-[[conditions]]
-template = "clone-aware"
-
-[models.srv]
-provider = "openai-compatible"
-base_url = "{server.url}/v1"
-model = "m"
-stream = false
-retry_budget = 10
-"""
+def spec_text(server: FakeModelServer) -> str:
+    """One dialogue of two turns on the loopback server, with room to retry a 429."""
+    return server_spec(server, replicates=1, turns=2).replace("retry_budget = 1\n", "retry_budget = 10\n")
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
@@ -359,7 +344,7 @@ def test_batch_summary_counts_429s_per_endpoint(tmp_path: Path, backend: str) ->
     with fake_model_server(Reply(body=openai_body("fine, thanks"))) as server:
         server.script = [slow_down]
         spec = tmp_path / "srv.toml"
-        spec.write_text(spec_text(server, "srv"))
+        spec.write_text(spec_text(server))
         db = tmp_path / "runs.db"
         result = CliRunner().invoke(app, ["batch", str(spec), "--db", str(db), "--json", "--backend", backend])
         assert result.exit_code == 0, result.output

@@ -271,18 +271,24 @@ class HttpProvider(ABC):
 
         return await call_with_retries(attempt, self.retry, on_retry=on_retry)
 
+    @contextmanager
+    def transport_errors(self) -> Iterator[None]:
+        """A timeout or a failed connection as a retryable error in one line (key redacted)."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise RetryableProviderError(f"{self.label}: timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            reason = self._redact(str(exc)) or type(exc).__name__
+            raise RetryableProviderError(f"{self.label}: connection failed ({reason})") from None
+
     async def _attempt(self, request: ChatRequest, on_delta: DeltaCallback) -> Completion:
         # Before the slot (a paced request holds none) and before the clock of the turn starts.
         await self.endpoint.pacer.wait()
         state = self.new_state(request, on_delta)
         async with self.endpoint.limiter.slot():
-            try:
+            with self.transport_errors():
                 await self._exchange(request, state)
-            except httpx.TimeoutException as exc:
-                raise RetryableProviderError(f"{self.label}: timed out ({type(exc).__name__})") from None
-            except httpx.TransportError as exc:
-                reason = self._redact(str(exc)) or type(exc).__name__
-                raise RetryableProviderError(f"{self.label}: connection failed ({reason})") from None
         self.endpoint.limiter.succeeded()
         await state.flush()
         # Servers that do not report usage while streaming send one token per chunk.

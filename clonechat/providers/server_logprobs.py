@@ -212,17 +212,11 @@ class ScoringOpenAICompatibleProvider(OpenAICompatibleProvider):
 
         async def attempt() -> list[float]:
             async with self.endpoint.limiter.slot():
-                with self.endpoint.client() as client:
-                    try:
-                        if self.prompt_logprobs == "llama-cpp":
-                            values = await self._llama_cpp(client, messages, continuation)
-                        else:
-                            values = await self._by_token_ids(client, messages, continuation)
-                    except httpx.TimeoutException as exc:
-                        raise RetryableProviderError(f"{self.label}: timed out ({type(exc).__name__})") from None
-                    except httpx.TransportError as exc:
-                        reason = self._redact(str(exc)) or type(exc).__name__
-                        raise RetryableProviderError(f"{self.label}: connection failed ({reason})") from None
+                with self.endpoint.client() as client, self.transport_errors():
+                    if self.prompt_logprobs == "llama-cpp":
+                        values = await self._llama_cpp(client, messages, continuation)
+                    else:
+                        values = await self._by_token_ids(client, messages, continuation)
             self.endpoint.limiter.succeeded()
             return values
 
