@@ -141,8 +141,12 @@ async def test_stop_phrase_is_detected_on_the_client_and_closes_the_stream() -> 
     ],
 )
 async def test_429_waits_as_the_server_asks(headers: dict[str, str], low: float, high: float) -> None:
+    until: datetime | None = None
     if headers.get("Retry-After") == "date":
-        headers = {"Retry-After": format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)}
+        # An HTTP date has whole seconds, and how much of the wait is left when the 429 arrives
+        # depends on how long the first request took: measure the wait against the date itself.
+        until = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
+        headers = {"Retry-After": format_datetime(until, usegmt=True)}
     with fake_model_server(Stream(openai_events(["ok"]))) as server:
         server.script = [Reply(429, {"error": {"message": "slow down"}}, headers)]
         started = time.monotonic()
@@ -151,6 +155,10 @@ async def test_429_waits_as_the_server_asks(headers: dict[str, str], low: float,
     assert completion.text == "ok"
     assert len(server.requests) == 2
     gap = server.requests[1].at - server.requests[0].at
+    if until is not None:
+        wall_offset = time.time() - time.monotonic()
+        asked = until.timestamp() - (server.requests[0].at + wall_offset)
+        low, high = asked - 0.1, asked + 1.0
     assert low <= gap <= high, gap
     assert elapsed < high + 1
     assert seen.retries[0][0] == 1

@@ -220,6 +220,18 @@ async def test_a_reasoning_only_reply_is_an_empty_message_with_a_trace(
     assert (completion.text, completion.reasoning) == ("", "cut off mid-")
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+async def test_one_delta_may_end_the_reasoning_and_begin_the_answer(server: FakeModelServer, field: str) -> None:
+    events = deepseek_events(["first ", "second"], ["rest"])
+    both = json.loads(events[2].removeprefix("data: "))
+    both["choices"][0]["delta"] = {field: "second", "content": "The "}
+    events[2] = f"data: {json.dumps(both)}\n\n"
+    server.script = [Stream(events)]
+    completion, deltas = await complete(FORMATS[0].provider(server, stream=True))
+    assert (completion.text, completion.reasoning, "".join(deltas)) == ("The rest", "first second", "The rest")
+
+
 # -- <think> split across chunks ------------------------------------------------------------
 
 #: Pieces that make tags, near-tags and whitespace likely.
@@ -340,6 +352,8 @@ async def test_reasoning_effort_is_sent_when_set(server: FakeModelServer, effort
 # -- blinding, end to end ---------------------------------------------------------------------
 
 MARKER = re.compile(r"SECRET-[a-z]+-\d{3}")
+#: What the reveal condition tells the speaker before showing it its partner's prediction.
+REVEAL_NOTE = "your partner was asked to predict it"
 
 
 @dataclass
@@ -445,7 +459,7 @@ def leaks(requests: list[Recorded]) -> list[str]:
     """Anything of a trace found in a request body (markers, the redacted block, signatures)."""
     found: list[str] = []
     for r in requests:
-        body = r.body.decode()
+        body = json.dumps(r.json(), ensure_ascii=False)  # as text, whatever escaping the client chose
         found += MARKER.findall(body)
         found += [s for s in (REDACTED_THINKING, REDACTED_DATA, SIGNATURE, "推理", "erstens") if s in body]
     return found
@@ -485,8 +499,16 @@ def test_no_trace_reaches_any_later_request_and_every_trace_is_stored(tmp_path: 
     assert {("turn", None), ("prediction", "partner"), ("prediction", "self"), ("prediction", "cross")} <= kinds
     assert {("coordination", "number@before"), ("coordination", "number@after"), ("report", None)} <= kinds
     assert {content.split("-")[1] for _, _, content, _, _ in nodes} == {"oa", "an", "tt"}
-    # The reveal condition did show predictions (answers), so the channel that could leak was open.
-    assert any("answer-" in r.body.decode() and "predict" in r.body.decode() for r in agents)
+    # The reveal condition did show the speaker its partner's prediction: that channel was open too.
+    revealed = rows(
+        db,
+        "SELECT n.content FROM node n JOIN dialogue d ON d.id = n.dialogue_id "
+        "JOIN condition c ON c.id = d.condition_id "
+        "WHERE c.name = 'revealed' AND n.kind = 'prediction' AND n.variant = 'partner'",
+    )
+    bodies = [json.dumps(r.json(), ensure_ascii=False) for r in agents]
+    assert len(revealed) == 4
+    assert all(any(REVEAL_NOTE in b and content in b for b in bodies) for (content,) in revealed)
 
 
 # -- Anthropic prompt caching ------------------------------------------------------------------

@@ -180,7 +180,10 @@ LOCAL = '[models.m]\nprovider = "local"\n'
             ':2: models.m: provider must be local, openai-compatible, anthropic or scripted (got "openai")',
         ),
         # unknown keys
-        (LOCAL + "colour = 1\n", ":3: models.m: unknown key 'colour' (known keys: api_key_env, base_url, chat_template, defaults,"),
+        (
+            LOCAL + "colour = 1\n",
+            ":3: models.m: unknown key 'colour' (known keys: api_key_env, base_url, chat_template, defaults,",
+        ),
         (
             LOCAL + "max_conections = 1\n",
             ":3: models.m: unknown key 'max_conections' (did you mean 'max_connections'?)",
