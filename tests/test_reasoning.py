@@ -930,6 +930,14 @@ async def test_the_transcript_shows_the_trace_collapsed_and_t_opens_it(reasoning
         assert text.count("▸ t to open · private reasoning of") == 3
         assert "quokka" not in text and "SECRET" not in text
         view.focus()
+        # Nothing selected yet: t opens (and selects) the first message on screen with a trace.
+        assert view.cursor is None
+        await pilot.press("t")
+        await pilot.pause()
+        assert view.cursor == 1 and shown().count("▾ private reasoning of") == 1
+        await pilot.press("t")
+        await pilot.pause()
+        assert shown().count("▸ t to open · private reasoning of") == 3
         view.select_node(2)
         await pilot.press("t")
         await pilot.pause()

@@ -78,7 +78,8 @@ def other_host() -> Iterator[Host]:
 @pytest.fixture
 def shared_server(tmp_path: Path, other_host: Host) -> Iterator[PostgresServer]:
     """A server listening on loopback and on the veth link, trusting the other host."""
-    server = PostgresServer(tmp_path / "pg", host="*", trusted_networks=(f"{other_host.address}/32",)).start()
+    # Its own folder, not under pytest's root, which another session would make private (see conftest).
+    server = PostgresServer(host="*", trusted_networks=(f"{other_host.address}/32",)).start()
     yield server
     server.remove()
 

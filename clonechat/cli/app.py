@@ -391,20 +391,16 @@ def list_dialogues(
     written, created or migrated."""
     from clonechat.read.connect import nothing_to_read, open_reader
     from clonechat.read.dialogues import dialogue_summaries
-    from clonechat.read.experiments import find_experiment
-    from clonechat.read.spending import Spending, experiment_spending
+    from clonechat.read.spending import spending_by_experiment
     from clonechat.rendering import format_cost
 
     def go() -> None:
         if not db_location(db).exists():
             raise nothing_to_read(db)
-        spent: dict[str, Spending] = {}
         with open_reader(db) as reader:
             rows = [] if reader is None else dialogue_summaries(reader, experiment=experiment, limit=limit)
-            for name in dict.fromkeys(r.experiment for r in rows):
-                found = find_experiment(reader, name) if reader is not None else None
-                if found is not None:
-                    spent[name] = experiment_spending(reader, found.id)  # type: ignore[arg-type]
+            every = {} if reader is None or not rows else spending_by_experiment(reader)
+        spent = {name: every[name] for name in dict.fromkeys(r.experiment for r in rows) if name in every}
         if not rows:
             Console().print("no dialogues yet: start one with [bold]clonechat run[/bold]")
             return

@@ -265,9 +265,16 @@ class TranscriptView(ScrollView, can_focus=True):
         self.select_node(self._first_visible() if self._cursor is None else self._cursor + 1)
 
     def action_toggle_reasoning(self) -> None:
-        """Open or close the selected node's private reasoning (``t``)."""
+        """Open or close the selected node's private reasoning (``t``); with nothing selected
+        yet, the first message on screen that has one (and select it)."""
         if self._cursor is None:
-            return
+            shown = (i for i in self._visible_range() if self.node_at(i).reasoning is not None)
+            first = next(shown, None)
+            if first is None:
+                self.notify("no message on screen has a reasoning trace", timeout=3)
+                return
+            self.select_node(first)
+        assert self._cursor is not None
         node = self.node_at(self._cursor)
         if node.reasoning is None:
             self.notify("this message has no reasoning trace", timeout=3)
