@@ -353,6 +353,11 @@ def tables_of(path: Path) -> set[str]:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
+def columns_of(path: Path, table: str) -> set[str]:
+    with closing(sqlite3.connect(path)) as conn:
+        return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
 def tables_at_step(version: int, path: Path) -> set[str]:
     """The tables of an SQLite database made by the first ``version`` migration steps."""
     from sqlalchemy import create_engine
@@ -380,9 +385,14 @@ def test_an_old_database_is_upgraded_with_metrics_and_a_search_index(
         ).fetchall():
             conn.execute(f"DROP {kind.upper()} {name}")
         conn.execute("DROP TABLE node_fts")
-        # ... and every table a later step made (turn_metrics, and those of the steps after 4).
-        for table in tables_of(run_copy) - tables_at_step(3, tmp_path / "step3.db"):
+        conn.execute("DROP TABLE node_fts_reasoning")  # step 9's (with its shadow tables)
+        # ... and every table a later step made (turn_metrics, and those of the steps after 4),
+        # and the columns the steps after 3 added to node.
+        step3 = tmp_path / "step3.db"
+        for table in tables_of(run_copy) - tables_at_step(3, step3):
             conn.execute(f"DROP TABLE {table}")
+        for column in columns_of(run_copy, "node") - columns_of(step3, "node"):
+            conn.execute(f"ALTER TABLE node DROP COLUMN {column}")
         conn.execute("DELETE FROM clonechat_migrations WHERE version > 3")
         conn.commit()
     Database.open(run_copy).close()
