@@ -211,6 +211,8 @@ class ScoringOpenAICompatibleProvider(OpenAICompatibleProvider):
         messages = list(messages)
 
         async def attempt() -> list[float]:
+            # Scoring requests count against the server's rate limits like generation's.
+            await self.endpoint.pacer.wait()
             async with self.endpoint.limiter.slot():
                 with self.endpoint.client() as client, self.transport_errors():
                     if self.prompt_logprobs == "llama-cpp":
@@ -230,6 +232,7 @@ class ScoringOpenAICompatibleProvider(OpenAICompatibleProvider):
         url = f"{self.root}{path}" if at_root else path.lstrip("/")
         shown = path if at_root else f"{self.endpoint.base_url.rstrip('/').removeprefix(self.root)}{path}"
         response = await client.post(url, json=body, headers=self.headers())
+        self.endpoint.pacer.update(response.headers)
         if response.status_code >= 400:
             error = self._status_error(response, response.content[:2000])
             message = str(error).replace(f"{self.label}: ", f"{self.label}: POST {shown}: ", 1)
