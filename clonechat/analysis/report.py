@@ -1,30 +1,52 @@
-"""Write an experiment's report: one Markdown file a researcher can share, with PNG plots beside
-it linked by relative paths, so the folder can be moved or zipped whole.
+"""An experiment's report, as a document (:mod:`clonechat.analysis.document`) that the Markdown
+writer (:mod:`clonechat.analysis.report_markdown`: one ``report.md`` with PNG plots beside it)
+and the HTML writer (:mod:`clonechat.analysis.report_html`: one self-contained page) both
+render, so the two say the same things.
 
 Every section is always present; a section without data says so in one sentence, so a reader can
 tell "nothing happened" from "the report forgot". All figures come from
-:mod:`clonechat.analysis.stats` with fixed seeds: the same data gives the same report.
+:mod:`clonechat.analysis.stats` with fixed seeds: the same data gives the same report. Every
+comparison the report makes is judged together (:mod:`clonechat.analysis.findings`) before a
+sentence is written, so each finding is worded after the correction for multiplicity.
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from clonechat.analysis.compare import compare_section
 from clonechat.analysis.data import ReportBack, ReportData
-from clonechat.analysis.report_plots import plot_coordination, plot_prediction_by_turn, safe_name
+from clonechat.analysis.document import (
+    Block,
+    Code,
+    Document,
+    Paragraph,
+    Plot,
+    Quote,
+    Section,
+    Table,
+    Transcripts,
+)
+from clonechat.analysis.findings import Judgement, judge
+from clonechat.analysis.primary import primary_from_spec
+from clonechat.analysis.report_plots import coordination_figure, prediction_by_turn_figure, safe_name
 from clonechat.analysis.report_tables import (
     CoordinationRow,
-    cell,
+    clone_vs_cross,
     condition_order,
     coordination_rows,
     coordination_section,
-    md_table,
+    coordination_tests,
+    prediction_results,
     prediction_section,
+    prediction_tests,
     primary_scorers,
 )
 from clonechat.analysis.stats import MIN_CLUSTERS_FOR_CI
+from clonechat.analysis.tests_section import tests_section
 from clonechat.rendering import format_cost
 
 #: Characters of a report back quoted in the report.
@@ -46,31 +68,29 @@ HOW_TO_READ = (
     "baseline); for coordination, two answers drawn independently from the pooled answers. The "
     "*control* is the condition the spec names as `control`, which the others are compared with. A "
     "difference whose interval includes zero is reported as *within noise*: these data cannot tell it "
-    "from no difference."
+    "from no difference. An interval marked *[uninformative]* cannot show uncertainty (every value the "
+    "same, every resample the same, or the estimate on the interval's edge), so it is not evidence "
+    "either way and is not tested. Each difference also has a two-sided bootstrap p-value, and because "
+    "a report makes many comparisons, each finding is judged after correcting for them: the spec's "
+    "*primary* measures with Holm's method, every other (*exploratory*) comparison with "
+    "Benjamini–Hochberg; the section *Statistical tests* lists them all with raw and adjusted values."
 )
 
 
-def header_section(data: ReportData) -> str:
-    return "\n".join(
-        [
-            f"# Clonechat report: {data.experiment}",
-            "",
-            f"- Experiment: `{data.experiment}`",
-            f"- Date: {data.created_at:%Y-%m-%d %H:%M}",
-            f"- Control condition: `{data.control}`" if data.control else "- Control condition: none",
-            "",
-            "## How to read this",
-            "",
-            HOW_TO_READ,
-            "",
-        ]
-    )
+def header(data: ReportData) -> tuple[str, list[str]]:
+    """The report's title and the facts under it."""
+    control = f"Control condition: `{data.control}`" if data.control else "Control condition: none"
+    return f"Clonechat report: {data.experiment}", [
+        f"Experiment: `{data.experiment}`",
+        f"Date: {data.created_at:%Y-%m-%d %H:%M}",
+        control,
+    ]
 
 
-def conditions_section(data: ReportData) -> str:
-    lines = ["## Conditions", ""]
+def conditions_section(data: ReportData) -> Section:
+    title = "Conditions"
     if not data.conditions:
-        return "\n".join([*lines, "No conditions were recorded for this experiment.", ""])
+        return Section(title, [Paragraph("No conditions were recorded for this experiment.")])
     headers = ["Condition", "Template", "Model A", "Model B", "Pairing", "Dialogues", "Completed", "Turns"]
     rows = [
         [
@@ -85,14 +105,15 @@ def conditions_section(data: ReportData) -> str:
         ]
         for c in data.conditions
     ]
-    return "\n".join([*lines, md_table(headers, rows), "", *spending_lines(data)])
+    spent = spending_line(data)
+    return Section(title, [Table(headers, rows), *([Paragraph(spent)] if spent else [])])
 
 
-def spending_lines(data: ReportData) -> list[str]:
+def spending_line(data: ReportData) -> str | None:
     """What the experiment spent, in one paragraph (nothing when no model reported usage)."""
     spent = data.spending
     if spent is None or not spent.tokens:
-        return []
+        return None
     parts = [f"{spent.tokens:,} tokens"]
     if spent.cached_tokens or spent.cache_written_tokens:
         parts.append(f"{spent.cached_tokens:,} read from a prompt cache, {spent.cache_written_tokens:,} written to one")
@@ -102,8 +123,7 @@ def spending_lines(data: ReportData) -> list[str]:
     unpriced = (
         f" ({spent.unpriced_calls:,} calls of models without prices are not costed)" if spent.unpriced_calls else ""
     )
-    text = f"Spent: {cost}{'; ' if cost else ''}{'; '.join(parts)}.{unpriced if spent.has_cost else ''}"
-    return [text, ""]
+    return f"Spent: {cost}{'; ' if cost else ''}{'; '.join(parts)}.{unpriced if spent.has_cost else ''}"
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -118,77 +138,111 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return cut.rstrip() + " …"
 
 
-def quote(report: ReportBack) -> str:
-    """A report back as a Markdown block quote headed by its dialogue id prefix and model."""
-    body = [f"> {line}" if line.strip() else ">" for line in excerpt(report.text).splitlines()]
-    return "\n".join([f"> **`{report.dialogue_id[:8]}`** · {cell(report.model)}", ">", *body])
+def quote(report: ReportBack) -> Quote:
+    """A report back headed by its dialogue id prefix and model."""
+    return Quote(f"**`{report.dialogue_id[:8]}`** · {report.model}", excerpt(report.text))
 
 
-def reports_section(data: ReportData) -> str:
-    lines = ["## Reports back", ""]
+def reports_section(data: ReportData) -> Section:
+    title = "Reports back"
     if not data.reports:
-        return "\n".join([*lines, "No agent wrote a report back in this experiment.", ""])
-    lines += [
-        f"Up to {EXCERPTS_PER_AGENT} reports per agent and condition, first {EXCERPT_CHARS} characters each.",
-        "",
+        return Section(title, [Paragraph("No agent wrote a report back in this experiment.")])
+    blocks: list[Block] = [
+        Paragraph(f"Up to {EXCERPTS_PER_AGENT} reports per agent and condition, first {EXCERPT_CHARS} characters each.")
     ]
     by_cell: dict[tuple[str, str], list[ReportBack]] = defaultdict(list)
     for report in data.reports:
         by_cell[(report.condition, report.speaker)].append(report)
     for condition in condition_order(data):
-        lines += [f"### {condition}", ""]
         speakers = sorted(s for c, s in by_cell if c == condition)
-        if not speakers:
-            lines += ["No reports back from this condition.", ""]
+        inner: list[Block] = [] if speakers else [Paragraph("No reports back from this condition.")]
         for speaker in speakers:
             reports = by_cell[(condition, speaker)]
             shown = reports[:EXCERPTS_PER_AGENT]
-            lines += [f"#### Agent {speaker} ({len(shown)} of {len(reports)})", ""]
-            for report in shown:
-                lines += [quote(report), ""]
-    return "\n".join(lines)
+            heading = f"Agent {speaker} ({len(shown)} of {len(reports)})"
+            inner.append(Section(heading, [quote(r) for r in shown], level=4))
+        blocks.append(Section(condition, inner, level=3))
+    return Section(title, blocks)
 
 
-def appendix_section(data: ReportData) -> str:
-    lines = ["## Appendix: experiment spec", ""]
+def appendix_section(data: ReportData) -> Section:
+    title = "Appendix: experiment spec"
     if not data.spec_text.strip():
-        return "\n".join([*lines, "The spec text was not recorded.", ""])
-    longest = max((len(run) for run in re.findall(r"`+", data.spec_text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return "\n".join([*lines, f"{fence}toml", data.spec_text.rstrip("\n"), fence, ""])
+        return Section(title, [Paragraph("The spec text was not recorded.")])
+    return Section(title, [Code(data.spec_text.rstrip("\n"), "toml")])
 
 
-def write_plots(
-    data: ReportData, rows: list[CoordinationRow], out_dir: Path
-) -> tuple[list[tuple[str, str]], str | None]:
-    """Draw the plots; returns (scorer, file name) of the by-turn plots and the coordination
-    plot's file name (None without coordination data)."""
+def transcripts_section(data: ReportData, dialogues: Sequence[object]) -> Section:
+    """Every transcript: the HTML report embeds them (collapsible, rendered when opened), the
+    Markdown report says where to read them. ``dialogues`` is the embedded data (may be empty)."""
+    count = sum(c.dialogues for c in data.conditions)
+    lead = Paragraph(
+        f"{count:,} dialogue{'' if count == 1 else 's'}. In the HTML report each transcript opens on a click; "
+        "each prediction is shown before the turn it predicted, with its scores, and forks (branches of a "
+        "dialogue) are marked. From the database: `clonechat show ID`, or "
+        f"`clonechat export {data.experiment} --format markdown`."
+    )
+    return Section("Transcripts", [lead, Transcripts(dialogues)])
+
+
+def plots(data: ReportData, rows: list[CoordinationRow]) -> tuple[list[Plot], Plot | None]:
+    """The by-turn plots (one per primary scorer) and the coordination plot (None without data)."""
     conditions = condition_order(data)
-    by_turn = []
-    if data.predictions:
-        for scorer in primary_scorers(data.predictions):
-            name = f"prediction_by_turn_{safe_name(scorer)}.png"
-            plot_prediction_by_turn(data.predictions, scorer, conditions, out_dir / name)
-            by_turn.append((scorer, name))
+    by_turn = [
+        Plot(
+            f"prediction_by_turn_{safe_name(scorer)}",
+            f"Prediction accuracy by turn, {scorer} (dashed: shuffled baseline)",
+            lambda scorer=scorer: prediction_by_turn_figure(data.predictions, scorer, conditions),  # type: ignore[misc]
+        )
+        for scorer in (primary_scorers(data.predictions) if data.predictions else [])
+    ]
     if not rows:
         return by_turn, None
-    plot_coordination(rows, out_dir / "coordination.png")
-    return by_turn, "coordination.png"
+    alt = "Coordination match rate with 95% CI; chance and strangers marked"
+    return by_turn, Plot("coordination", alt, lambda: coordination_figure(rows))
 
 
-def write_report(data: ReportData, out_dir: Path) -> Path:
-    """Write ``out_dir/report.md`` and its PNG plots into ``out_dir``; return the report's path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class Extras:
+    """What a report holds beyond the statistics, each loaded by its caller (None: left out)."""
+
+    #: The transcripts' data (:func:`clonechat.analysis.transcripts.load_transcripts`); the
+    #: HTML report embeds it, the Markdown report only says where to read them.
+    transcripts: Sequence[object] = ()
+    #: The reproducibility section (:func:`clonechat.analysis.provenance.provenance_section`).
+    provenance: Section | None = None
+    #: Another experiment to compare with, side by side.
+    compare: ReportData | None = None
+
+
+def build_document(data: ReportData, extras: Extras | None = None) -> Document:
+    """The whole report of ``data`` as a document, its comparisons judged together."""
+    extras = extras or Extras()
+    results = prediction_results(data)
     rows = coordination_rows(data)
-    by_turn, coordination_plot = write_plots(data, rows, out_dir)
-    sections = [
-        header_section(data),
+    cross = clone_vs_cross(data, rows)
+    judgement: Judgement = judge(
+        [*prediction_tests(data, results), *coordination_tests(rows, cross)], primary_from_spec(data.spec_text)
+    )
+    by_turn, coordination_plot = plots(data, rows)
+    title, facts = header(data)
+    sections: list[Section | None] = [
+        Section("How to read this", [Paragraph(HOW_TO_READ)]),
         conditions_section(data),
-        prediction_section(data, by_turn),
-        coordination_section(data, rows, coordination_plot),
+        prediction_section(data, results, judgement, by_turn),
+        coordination_section(data, rows, cross, judgement, coordination_plot),
         reports_section(data),
+        tests_section(judgement),
+        compare_section(data, extras.compare) if extras.compare is not None else None,
+        transcripts_section(data, extras.transcripts),
+        extras.provenance,
         appendix_section(data),
     ]
-    path = out_dir / "report.md"
-    path.write_text("\n".join(s.rstrip("\n") + "\n" for s in sections), encoding="utf-8")
-    return path
+    return Document(title, facts, [s for s in sections if s is not None])
+
+
+def write_report(data: ReportData, out_dir: Path, extras: Extras | None = None) -> Path:
+    """Write ``out_dir/report.md`` and its PNG plots into ``out_dir``; return the report's path."""
+    from clonechat.analysis.report_markdown import write_markdown
+
+    return write_markdown(build_document(data, extras), out_dir)

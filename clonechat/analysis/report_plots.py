@@ -1,4 +1,5 @@
-"""PNG plots for the report, drawn on bare :class:`matplotlib.figure.Figure` objects.
+"""The report's plots (PNG beside the Markdown report, SVG inside the HTML one), drawn on bare
+:class:`matplotlib.figure.Figure` objects.
 
 No pyplot: pyplot keeps global state and picks an interactive backend when a display exists,
 whereas a bare Figure renders with Agg, is safe to use from any thread and needs no display.
@@ -10,7 +11,6 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from itertools import cycle
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -35,9 +35,7 @@ def _by_turn(scores: Sequence[PredictionScore], baseline: bool) -> tuple[list[in
     return turns, [float(np.mean(groups[t])) for t in turns]
 
 
-def plot_prediction_by_turn(
-    predictions: Sequence[PredictionScore], scorer: str, conditions: Sequence[str], path: Path
-) -> None:
+def prediction_by_turn_figure(predictions: Sequence[PredictionScore], scorer: str, conditions: Sequence[str]) -> Figure:
     """Mean accuracy by turn, one solid line per condition × variant, its shuffled baseline dashed
     in the same colour: whether reading the partner improves as the dialogue goes on."""
     groups: dict[tuple[str, str], list[PredictionScore]] = defaultdict(list)
@@ -63,10 +61,10 @@ def plot_prediction_by_turn(
     ax.set_title(f"Prediction accuracy by turn ({scorer}; dashed: shuffled baseline)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.savefig(path, dpi=100)
+    return fig
 
 
-def plot_coordination(rows: Sequence[CoordinationRow], path: Path) -> None:
+def coordination_figure(rows: Sequence[CoordinationRow]) -> Figure:
     """Match rate per condition, task and phase as horizontal bars with 95% CI whiskers; chance
     marked by a black diamond, strangers (same framing, different dialogue) by a grey cross."""
     fig = Figure(figsize=(9, 1.5 + 0.35 * len(rows)), layout="constrained")
@@ -93,4 +91,4 @@ def plot_coordination(rows: Sequence[CoordinationRow], path: Path) -> None:
     ax.grid(axis="x", alpha=0.3)
     if chance or strangers:
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.savefig(path, dpi=100)
+    return fig

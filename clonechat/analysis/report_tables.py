@@ -1,6 +1,11 @@
 """The numeric sections of the report (prediction accuracy and coordination): the figures,
-computed with :mod:`clonechat.analysis.stats`, as Markdown tables followed by one plain-English
-finding per comparison, so a reader who skips the tables still learns what held up."""
+computed with :mod:`clonechat.analysis.stats`, as tables followed by one plain-English finding
+per comparison, so a reader who skips the tables still learns what held up.
+
+Each section is computed first (``prediction_results``, ``coordination_rows``,
+``clone_vs_cross``), its comparisons are handed to :func:`~clonechat.analysis.findings.judge`
+with every other comparison of the report, and only then are the document blocks built, so each
+finding is worded after the correction for multiplicity."""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from clonechat.analysis.data import CoordinationPair, PredictionScore, ReportData
+from clonechat.analysis.document import Block, Bullets, Paragraph, Plot, Section, Table
+from clonechat.analysis.findings import Contrast, Judgement, sentence
+from clonechat.analysis.primary import ComparisonKey
 from clonechat.analysis.stats import (
-    MIN_CLUSTERS_FOR_CI,
     Estimate,
     chance_match_rate,
     difference_ci,
@@ -39,17 +46,6 @@ SCORER_NOTES = {
 }
 
 
-def cell(text: object) -> str:
-    """A value made safe for a Markdown table cell (pipes escaped, one line)."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def ordered(values: Iterable[str], preferred: Sequence[str] = ()) -> list[str]:
     """Distinct values, the preferred ones first in their order, then the rest sorted."""
     distinct = set(values)
@@ -67,38 +63,6 @@ def primary_scorers(predictions: Sequence[PredictionScore]) -> list[str]:
     scorers = ordered(p.scorer for p in predictions)
     primary = [s for s in PRIMARY_SCORERS if s in scorers]
     return primary or scorers[:1]
-
-
-def too_few(est: Estimate) -> str:
-    """Why an estimate has no interval, with its count of dialogues: "(n=2 dialogues; at least 5
-    needed for an interval)". A difference of two groups counts its smaller group, which limits it."""
-    units = est.units
-    noun = "dialogue" if units == 1 else "dialogues"
-    if est.smallest_group is not None:
-        return (
-            f"(the smaller group has n={units} {noun}; at least {MIN_CLUSTERS_FOR_CI} needed in each for an interval)"
-        )
-    return f"(n={units} {noun}; at least {MIN_CLUSTERS_FOR_CI} needed for an interval)"
-
-
-def finding(subject: str, est: Estimate, reference: str, *, missing: str = "") -> str:
-    """One line saying whether a difference stands out from noise, in words first.
-
-    With too few dialogues for an interval (:data:`MIN_CLUSTERS_FOR_CI`) it says so instead of
-    "above", "below" or "within noise": any of those would claim more than the data can show."""
-    if est.mean is None:
-        why = " (the shuffled control needs a second dialogue in the condition)" if reference == "chance" else ""
-        return f"- {subject}: no data for the difference from {reference}{why}."
-    if est.too_few_units or est.low is None or est.high is None:
-        return (
-            f"- {subject}: too few dialogues to tell {too_few(est)}; the difference from {reference} "
-            f"is {est.mean:+.3f}."
-        )
-    if est.within_noise:
-        return f"- {subject}: within noise: the difference from {reference}, {format_ci(est)}, includes zero."
-    if est.mean > 0:
-        return f"- {subject}: {est.mean:.3f} above {reference} [{est.low:.3f}, {est.high:.3f}]."
-    return f"- {subject}: {-est.mean:.3f} below {reference} (difference {format_ci(est)})."
 
 
 def n_cell(est: Estimate) -> str:
@@ -172,51 +136,93 @@ def partner_vs_self(partner: list[PredictionScore], self_: list[PredictionScore]
     return est, False
 
 
-def _scorer_block(data: ReportData, scorer: str, conditions: list[str]) -> list[str]:
-    groups: dict[tuple[str, str], list[PredictionScore]] = defaultdict(list)
-    for p in data.predictions:
-        if p.scorer == scorer:
-            groups[(p.condition, p.variant)].append(p)
-    variants = ordered((v for _, v in groups), VARIANT_ORDER)
-    rows: list[PredictionRow] = []
-    for condition in conditions:
-        for variant in variants:
-            if (condition, variant) in groups:
-                compare = data.control is not None and condition != data.control
-                control = groups.get((str(data.control), variant)) if compare else None
-                rows.append(_prediction_row(condition, variant, groups[(condition, variant)], control))
+@dataclass(frozen=True)
+class ScorerResult:
+    """One scorer's figures: a row per condition and variant, and partner vs self per condition
+    (the estimate, and whether it was paired by turn)."""
+
+    scorer: str
+    rows: list[PredictionRow]
+    vs_self: list[tuple[str, Estimate, bool]]
+
+
+def prediction_results(data: ReportData) -> list[ScorerResult]:
+    """Every scorer's figures, in :data:`SCORER_ORDER` (computed once: tests and tables share them)."""
+    conditions = condition_order(data)
+    results = []
+    for scorer in ordered((p.scorer for p in data.predictions), SCORER_ORDER):
+        groups: dict[tuple[str, str], list[PredictionScore]] = defaultdict(list)
+        for p in data.predictions:
+            if p.scorer == scorer:
+                groups[(p.condition, p.variant)].append(p)
+        variants = ordered((v for _, v in groups), VARIANT_ORDER)
+        rows: list[PredictionRow] = []
+        for condition in conditions:
+            for variant in variants:
+                if (condition, variant) in groups:
+                    compare = data.control is not None and condition != data.control
+                    control = groups.get((str(data.control), variant)) if compare else None
+                    rows.append(_prediction_row(condition, variant, groups[(condition, variant)], control))
+        vs_self = [
+            (condition, *partner_vs_self(groups[(condition, "partner")], groups[(condition, "self")]))
+            for condition in conditions
+            if (condition, "partner") in groups and (condition, "self") in groups
+        ]
+        results.append(ScorerResult(scorer, rows, vs_self))
+    return results
+
+
+def _self_subject(scorer: str, condition: str, paired: bool) -> str:
+    return f"{condition}, {scorer}, partner vs self ({'paired by turn' if paired else 'independent groups'})"
+
+
+def prediction_tests(data: ReportData, results: Sequence[ScorerResult]) -> list[Contrast]:
+    """The comparisons of the prediction section, in the order its findings list them."""
+    tests = []
+    for result in results:
+        for r in result.rows:
+            subject = f"{r.condition}, {r.variant}, {result.scorer}"
+            key = ComparisonKey("prediction", result.scorer, r.condition, r.variant, "chance")
+            tests.append(Contrast(key, subject, "chance", r.vs_chance))
+            if r.vs_control is not None:
+                key = ComparisonKey("prediction", result.scorer, r.condition, r.variant, "control")
+                tests.append(Contrast(key, subject, f"the control `{data.control}`", r.vs_control))
+        for condition, est, paired in result.vs_self:
+            key = ComparisonKey("prediction", result.scorer, condition, "partner", "self")
+            tests.append(Contrast(key, _self_subject(result.scorer, condition, paired), "self-prediction", est))
+    return tests
+
+
+_NO_SHUFFLE = " (the shuffled control needs a second dialogue in the condition)"
+
+
+def _scorer_block(data: ReportData, result: ScorerResult, judgement: Judgement) -> Section:
     headers = ["Condition", "Variant", "Accuracy [95% CI]", "n (dialogues)", "Chance [95% CI]", "vs chance [95% CI]"]
     table = [
         [r.condition, r.variant, format_ci(r.accuracy), n_cell(r.accuracy), format_ci(r.chance), format_ci(r.vs_chance)]
-        for r in rows
+        for r in result.rows
     ]
     if data.control:
         headers.append(f"vs control `{data.control}` [95% CI]")
-        for r, line in zip(rows, table, strict=True):
+        for r, line in zip(result.rows, table, strict=True):
             line.append("–" if r.vs_control is None else format_ci(r.vs_control))
-    note = [SCORER_NOTES[scorer], ""] if scorer in SCORER_NOTES else []
-    lines = [f"### Scorer: {scorer}", "", md_table(headers, table), "", *note, "Findings:", ""]
-    for r in rows:
-        subject = f"{r.condition}, {r.variant}, {scorer}"
-        why = " (the shuffled control needs a second dialogue in the condition)"
-        lines.append(finding(subject, r.vs_chance, "chance", missing=why))
-        if r.vs_control is not None:
-            lines.append(finding(subject, r.vs_control, f"the control `{data.control}`"))
-    for condition in conditions:
-        if (condition, "partner") in groups and (condition, "self") in groups:
-            est, paired = partner_vs_self(groups[(condition, "partner")], groups[(condition, "self")])
-            how = "paired by turn" if paired else "independent groups"
-            lines.append(finding(f"{condition}, {scorer}, partner vs self ({how})", est, "self-prediction"))
-    return [*lines, ""]
+    note: list[Block] = [Paragraph(SCORER_NOTES[result.scorer])] if result.scorer in SCORER_NOTES else []
+    lines = [
+        sentence(t, judgement, missing=_NO_SHUFFLE if t.reference == "chance" else "")
+        for t in prediction_tests(data, [result])
+    ]
+    return Section(f"Scorer: {result.scorer}", [Table(headers, table), *note, Bullets(lines, "Findings:")], level=3)
 
 
-def prediction_section(data: ReportData, plots: Sequence[tuple[str, str]]) -> str:
-    """``plots`` are (scorer, relative file name) of the by-turn plots to link."""
-    lines = ["## Prediction accuracy", ""]
+def prediction_section(
+    data: ReportData, results: Sequence[ScorerResult], judgement: Judgement, plots: Sequence[Plot]
+) -> Section:
+    """``plots`` are the by-turn plots, shown after the scorers' tables."""
+    title = "Prediction accuracy"
     if not data.predictions:
-        lines.append("No predictions were made in this experiment (prediction was off in every condition).")
-        return "\n".join(lines) + "\n"
-    lines += [
+        none = "No predictions were made in this experiment (prediction was off in every condition)."
+        return Section(title, [Paragraph(none)])
+    intro = Paragraph(
         "Accuracy is the mean score of predictions against the message that was actually said. "
         "*Chance* is the same predictions scored against a message from another dialogue of the same "
         "condition (the shuffled baseline); *vs chance* is the paired difference. "
@@ -224,18 +230,9 @@ def prediction_section(data: ReportData, plots: Sequence[tuple[str, str]]) -> st
             f"*vs control* is the difference from condition `{data.control}`, same variant and scorer."
             if data.control
             else "The spec names no control condition, so no condition is compared with one."
-        ),
-        "",
-    ]
-    conditions = condition_order(data)
-    for scorer in ordered((p.scorer for p in data.predictions), SCORER_ORDER):
-        lines += _scorer_block(data, scorer, conditions)
-    for scorer, name in plots:
-        lines += [
-            f"![Prediction accuracy by turn, {scorer} (dashed: shuffled baseline)]({name})",
-            "",
-        ]
-    return "\n".join(lines)
+        )
+    )
+    return Section(title, [intro, *(_scorer_block(data, r, judgement) for r in results), *plots])
 
 
 # --- coordination ----------------------------------------------------------------------------
@@ -298,20 +295,38 @@ def label(row: CoordinationRow) -> str:
     return f"{row.condition} (cross-model)" if row.cross_model else row.condition
 
 
-def _clone_vs_cross(data: ReportData, rows: list[CoordinationRow]) -> list[str]:
-    """Clone pairs against cross-model pairs, per task and phase, pooled over conditions."""
+@dataclass(frozen=True)
+class CrossResult:
+    """Clone pairs against cross-model pairs for one task and phase, pooled over conditions
+    (``estimate`` None when only one kind of pair answered: ``note`` says which)."""
+
+    task: str
+    phase: str
+    estimate: Estimate | None
+    note: str = ""
+
+    @property
+    def test(self) -> Contrast | None:
+        if self.estimate is None:
+            return None
+        key = ComparisonKey("coordination", self.task, "", self.phase, "cross-model")
+        subject = f"{self.task}, {self.phase}, clone pairs vs cross-model pairs"
+        return Contrast(key, subject, "cross-model pairs", self.estimate)
+
+
+def clone_vs_cross(data: ReportData, rows: Sequence[CoordinationRow]) -> list[CrossResult]:
+    """Clone pairs against cross-model pairs, per task and phase (empty without cross-model pairs)."""
     if not any(r.cross_model for r in rows):
-        return ["No condition pairs two different models, so clone pairs are not compared with cross-model pairs."]
+        return []
     cross = {c.name: c.cross_model for c in data.conditions}
-    lines = []
+    results = []
     for task, phase in dict.fromkeys((r.task, r.phase) for r in rows):
         cell_pairs = [p for p in data.coordination if (p.task, p.phase) == (task, phase)]
         clone = [p for p in cell_pairs if not cross.get(p.condition, False)]
         other = [p for p in cell_pairs if cross.get(p.condition, False)]
         if not clone or not other:
-            lines.append(
-                f"- {task}, {phase}: only {'cross-model' if other else 'clone'} pairs answered; no comparison."
-            )
+            note = f"only {'cross-model' if other else 'clone'} pairs answered; no comparison"
+            results.append(CrossResult(task, phase, None, note))
             continue
         est = difference_ci(
             [float(p.match) for p in clone],
@@ -319,33 +334,58 @@ def _clone_vs_cross(data: ReportData, rows: list[CoordinationRow]) -> list[str]:
             a_clusters=[p.dialogue_id for p in clone],
             b_clusters=[p.dialogue_id for p in other],
         )
-        lines.append(finding(f"{task}, {phase}, clone pairs vs cross-model pairs", est, "cross-model pairs"))
-    return lines
+        results.append(CrossResult(task, phase, est))
+    return results
 
 
-def coordination_section(data: ReportData, rows: list[CoordinationRow], plot: str | None) -> str:
-    """``rows`` from :func:`coordination_rows` (computed once, shared with the plot)."""
-    lines = ["## Coordination", ""]
+def _row_test(r: CoordinationRow) -> Contrast:
+    key = ComparisonKey("coordination", r.task, r.condition, r.phase, "chance")
+    return Contrast(key, f"{label(r)}, {r.task}, {r.phase}", "chance", r.vs_chance)
+
+
+def coordination_tests(rows: Sequence[CoordinationRow], cross: Sequence[CrossResult]) -> list[Contrast]:
+    """The comparisons of the coordination section, in the order its findings list them."""
+    return [*(_row_test(r) for r in rows), *(t for c in cross if (t := c.test) is not None)]
+
+
+def coordination_section(
+    data: ReportData,
+    rows: Sequence[CoordinationRow],
+    cross: Sequence[CrossResult],
+    judgement: Judgement,
+    plot: Plot | None,
+) -> Section:
+    """``rows`` from :func:`coordination_rows` and ``cross`` from :func:`clone_vs_cross`
+    (computed once, shared with the plot and the tests)."""
+    title = "Coordination"
     if not rows:
-        lines.append("No coordination questions were asked in this experiment.")
-        return "\n".join(lines) + "\n"
-    lines += [
+        return Section(title, [Paragraph("No coordination questions were asked in this experiment.")])
+    intro = Paragraph(
         "Both agents answered each question on their own; a pair matches when both gave the same "
         "non-empty (normalised) answer. *Chance* is the rate at which two answers drawn independently "
         "from both agents' pooled answers (same condition, task and phase) would match; *vs chance* "
         "is the match rate minus chance, with chance re-estimated in every bootstrap resample. "
         "*Strangers* is the match rate of A's answer in one dialogue against B's answer in every other "
-        "dialogue of the same condition, task and phase: agents with the same framing who never talked.",
-        "",
-    ]
+        "dialogue of the same condition, task and phase: agents with the same framing who never talked."
+    )
     headers = ["Condition", "Task", "Phase", "Match rate [95% CI]", "Pairs (dialogues)", "Chance"]
     headers += ["vs chance [95% CI]", "Strangers"]
     table = [[label(r), r.task, r.phase, format_ci(r.match), n_cell(r.match), *_tail(r)] for r in rows]
-    lines += [md_table(headers, table), "", "Findings:", ""]
+    findings = []
     for r in rows:
         strangers = "" if r.strangers is None else f" Strangers with the same framing match {r.strangers:.3f}."
-        lines.append(finding(f"{label(r)}, {r.task}, {r.phase}", r.vs_chance, "chance") + strangers)
-    lines += ["", "### Clone pairs vs cross-model pairs", "", *_clone_vs_cross(data, rows), ""]
-    if plot:
-        lines += [f"![Coordination match rate with 95% CI; chance and strangers marked]({plot})", ""]
-    return "\n".join(lines)
+        findings.append(sentence(_row_test(r), judgement) + strangers)
+    if cross:
+        versus = [
+            sentence(t, judgement) if (t := c.test) is not None else f"{c.task}, {c.phase}: {c.note}." for c in cross
+        ]
+        comparison: Block = Bullets(versus)
+    else:
+        comparison = Paragraph(
+            "No condition pairs two different models, so clone pairs are not compared with cross-model pairs."
+        )
+    blocks: list[Block] = [intro, Table(headers, table), Bullets(findings, "Findings:")]
+    blocks.append(Section("Clone pairs vs cross-model pairs", [comparison], level=3))
+    if plot is not None:
+        blocks.append(plot)
+    return Section(title, blocks)
