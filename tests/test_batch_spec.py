@@ -26,6 +26,9 @@ model_a = "scripted"
 template = "clone-aware"
 """
 
+#: GOOD's canonical hash before the ``primary`` key existed (clonechat at eadbf82).
+GOOD_HASH = "1d8abd8f6e1f26264f8b59c26b0ea8541e974fa01c35b83527af8d0a370fdef6"
+
 # (case id, spec text, expected message fragment, expected line or None)
 MALFORMED: list[tuple[str, str, str, int | None]] = [
     ("toml syntax", 'name = "x"\nreplicates = \n', "not valid TOML", 2),
@@ -150,6 +153,52 @@ MALFORMED: list[tuple[str, str, str, int | None]] = [
         9,
     ),
     (
+        "unknown control",
+        GOOD.replace("seed = 1", 'seed = 1\ncontrol = "nope"'),
+        "control: no condition is named 'nope' (conditions: clone-aware)",
+        5,
+    ),
+    ("primary names no measure", GOOD + '\n[[primary]]\ncomparison = "chance"\n', "give either 'scorer'", 10),
+    (
+        "primary unknown scorer",
+        GOOD.replace("seed = 1", "seed = 1\nprediction = true") + '\n[[primary]]\nscorer = "chrff"\n',
+        "primary[1].scorer: unknown scorer 'chrff' (known: exact,",
+        12,
+    ),
+    (
+        "primary scorer without predictions",
+        GOOD + '\n[[primary]]\nscorer = "chrf"\n',
+        "primary[1].scorer: no condition in scope makes predictions",
+        11,
+    ),
+    (
+        "primary unknown condition",
+        GOOD.replace("seed = 1", "seed = 1\nprediction = true")
+        + '\n[[primary]]\nscorer = "chrf"\ncondition = "clone-awar"\n',
+        "primary[1].condition: no condition is named 'clone-awar'",
+        13,
+    ),
+    (
+        "primary vs control without one",
+        GOOD.replace("seed = 1", "seed = 1\nprediction = true")
+        + '\n[[primary]]\nscorer = "chrf"\ncomparison = "control"\n',
+        "comparison 'control' needs a top-level 'control' condition",
+        13,
+    ),
+    (
+        "primary task not asked",
+        GOOD.replace("seed = 1", 'seed = 1\ncoordination = { tasks = ["number"] }')
+        + '\n[[primary]]\ntask = "colour"\n',
+        "primary[1].task: task 'colour' is not asked (tasks asked: number)",
+        12,
+    ),
+    (
+        "primary phase on a scorer",
+        GOOD + '\n[[primary]]\nscorer = "chrf"\nphase = "after"\n',
+        "'phase' belongs to a coordination measure",
+        10,
+    ),
+    (
         "unknown report template",
         GOOD + 'report_back = { template = "nope" }\n',
         "unknown report 'nope' (known: default)",
@@ -232,6 +281,17 @@ def test_canonical_hash_ignores_layout_and_runtime_keys(tmp_path: Path) -> None:
         _write(tmp_path / "a3.toml", GOOD.replace("max_turns = 3", "max_turns = 4")), registry=Registry()
     )
     assert c.canonical_hash != a.canonical_hash
+
+
+def test_specs_without_primary_measures_keep_their_hash(tmp_path: Path) -> None:
+    """Adding the ``primary`` key must not change the hash of specs written before it existed
+    (a changed hash refuses to resume their experiments). The figure is the hash this spec had
+    before ``primary`` was added."""
+    loaded = load_spec_file(_write(tmp_path / "ok.toml", GOOD), registry=Registry())
+    assert loaded.canonical_hash == GOOD_HASH
+    planned = GOOD.replace("seed = 1", "seed = 1\nprediction = true") + '\n[[primary]]\nscorer = "chrf"\n'
+    with_primary = load_spec_file(_write(tmp_path / "p.toml", planned), registry=Registry())
+    assert with_primary.spec.primary[0].scorer == "chrf" and with_primary.canonical_hash != GOOD_HASH
 
 
 def _write(path: Path, text: str) -> Path:

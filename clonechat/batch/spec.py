@@ -45,6 +45,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
+from clonechat.analysis.primary import PrimaryMeasure
 from clonechat.batch.toml_lines import Loc, format_loc, line_of
 from clonechat.config_errors import describe_error
 from clonechat.engine.dialogue import DEFAULT_STOP_PHRASE
@@ -54,6 +55,8 @@ from clonechat.measures import CoordinationOptions, MeasureOptions, PredictionOp
 from clonechat.prompts import PromptLibrary
 from clonechat.registry import ModelSpec, Registry, api_key, spec_from_toml
 from clonechat.registry_file import ModelsFileError
+from clonechat.scoring.model_scorers import JUDGE_NAME, SURPRISAL_NAME
+from clonechat.scoring.registry import TEXT_SCORERS
 from clonechat.session import DialogueBlueprint, DialogueRequest, blueprint
 
 #: Settings that change how a run goes but not what it produces: changing them in the file
@@ -174,6 +177,9 @@ class ExperimentSpec(BaseModel):
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
     #: The condition the report compares every other condition with.
     control: Name | None = None
+    #: The comparisons the experiment is run to test (clonechat.analysis.primary): the report
+    #: tests them as planned (Holm) and calls every other comparison exploratory.
+    primary: list[PrimaryMeasure] = Field(default_factory=list)
     prediction: PredictionSpec | bool | None = None
     coordination: CoordinationSpec | Literal[False] | None = None
     report_back: ReportBackSpec | bool | None = None
@@ -233,6 +239,8 @@ class LoadedSpec:
         data = self.spec.model_dump(mode="json")
         for key in RUNTIME_KEYS:
             data.pop(key, None)
+        if not data.get("primary"):
+            data.pop("primary", None)  # specs from before `primary` existed keep their hash
         return data
 
     @property
@@ -269,6 +277,8 @@ def _known_keys(loc: Loc) -> list[str]:
     for part in loc[:-1]:
         if part == "conditions":
             model = ConditionSpec
+        elif part == "primary":
+            model = PrimaryMeasure
         elif part == "params":
             model = Params
         elif isinstance(part, str) and part in _MEASURE_TABLES:
@@ -427,6 +437,53 @@ def _resolve(where: _Where, spec: ExperimentSpec, registry: Registry, library: P
     return planned
 
 
+def _check_analysis(where: _Where, spec: ExperimentSpec, conditions: list[PlannedCondition]) -> None:
+    """``control`` names a condition, and each primary measure names things the experiment
+    measures: a report would otherwise silently test nothing."""
+    names = [c.name for c in conditions]
+    if spec.control is not None and spec.control not in names:
+        raise where.error(("control",), f"no condition is named '{spec.control}' (conditions: {', '.join(names)})")
+    measures = {c.name: c.blueprint.request.measures for c in conditions}
+    for index, entry in enumerate(spec.primary):
+        here: Loc = ("primary", index)
+        if entry.condition is not None and entry.condition not in names:
+            known = ", ".join(names)
+            raise where.error((*here, "condition"), f"no condition is named '{entry.condition}' (conditions: {known})")
+        scope = [entry.condition] if entry.condition else names
+        if entry.comparison == "control":
+            if spec.control is None:
+                raise where.error((*here, "comparison"), "comparison 'control' needs a top-level 'control' condition")
+            if entry.condition == spec.control:
+                raise where.error(
+                    (*here, "condition"), f"'{spec.control}' is the control: it is not compared with itself"
+                )
+        if entry.scorer is not None:
+            _check_primary_prediction(where, here, entry, [measures[c] for c in scope])
+        else:
+            tasks = sorted({t for c in scope if (o := measures[c].coordination) is not None for t in o.tasks})
+            if entry.task not in tasks:
+                asked = (
+                    f"tasks asked: {', '.join(tasks)}" if tasks else "no condition in scope asks coordination questions"
+                )
+                raise where.error((*here, "task"), f"task '{entry.task}' is not asked ({asked})")
+
+
+def _check_primary_prediction(where: _Where, here: Loc, entry: PrimaryMeasure, scope: list[MeasureOptions]) -> None:
+    known = [*TEXT_SCORERS, SURPRISAL_NAME, JUDGE_NAME]
+    if entry.scorer not in known:
+        raise where.error((*here, "scorer"), f"unknown scorer '{entry.scorer}' (known: {', '.join(known)})")
+    predicting = [m.prediction for m in scope if m.prediction is not None]
+    if not predicting:
+        raise where.error((*here, "scorer"), "no condition in scope makes predictions (turn [prediction] on)")
+    variant = entry.detail
+    if (variant == "self" or entry.comparison == "self") and not any(p.self_predict for p in predicting):
+        raise where.error(here, "no condition in scope makes self-predictions (set prediction.self_predict)")
+    if variant == "cross" and not any(p.cross_model for p in predicting):
+        raise where.error(
+            (*here, "variant"), "no condition in scope has a cross-model predictor (prediction.cross_model)"
+        )
+
+
 def parse_spec(
     text: str,
     path: str,
@@ -461,6 +518,7 @@ def parse_spec(
             raise where.error(exc.loc, exc.reason, shown=("models", name)) from None
     library = library or PromptLibrary()
     conditions = _resolve(where, spec, Registry(models), library)
+    _check_analysis(where, spec, conditions)
     for condition in conditions if need_keys else []:
         for model in (condition.blueprint.spec_a, condition.blueprint.spec_b):
             # A missing key is a problem to report now, not a failure after the plan is stored.
