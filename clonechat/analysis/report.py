@@ -32,6 +32,7 @@ from clonechat.analysis.document import (
 )
 from clonechat.analysis.findings import Judgement, judge
 from clonechat.analysis.primary import primary_from_spec
+from clonechat.analysis.provenance import redacted_spec
 from clonechat.analysis.report_plots import coordination_figure, prediction_by_turn_figure, safe_name
 from clonechat.analysis.report_tables import (
     CoordinationRow,
@@ -70,7 +71,8 @@ HOW_TO_READ = (
     "difference whose interval includes zero is reported as *within noise*: these data cannot tell it "
     "from no difference. An interval marked *[uninformative]* cannot show uncertainty (every value the "
     "same, every resample the same, or the estimate on the interval's edge), so it is not evidence "
-    "either way and is not tested. Each difference also has a two-sided bootstrap p-value, and because "
+    "either way and is not tested. Each difference also has a two-sided p-value (the estimate over its "
+    "bootstrap standard error, on Student's t with one degree of freedom fewer than its dialogues), and because "
     "a report makes many comparisons, each finding is judged after correcting for them: the spec's "
     "*primary* measures with Holm's method, every other (*exploratory*) comparison with "
     "Benjamini–Hochberg; the section *Statistical tests* lists them all with raw and adjusted values."
@@ -169,7 +171,8 @@ def appendix_section(data: ReportData) -> Section:
     title = "Appendix: experiment spec"
     if not data.spec_text.strip():
         return Section(title, [Paragraph("The spec text was not recorded.")])
-    return Section(title, [Code(data.spec_text.rstrip("\n"), "toml")])
+    # As stored, less what describes the machine (server addresses, key variables, file paths).
+    return Section(title, [Code(redacted_spec(data.spec_text).rstrip("\n"), "toml")])
 
 
 def transcripts_section(data: ReportData, dialogues: Sequence[object]) -> Section:

@@ -1,9 +1,10 @@
 """``clonechat score`` and ``clonechat report``: measuring stored runs and writing them up.
 
 Both read the database a batch wrote and never touch its turns; ``score`` adds score rows
-(idempotently), ``report`` writes Markdown and PNG plots. ``report`` scores first (the cheap text
-scorers and the coordination answers, so it never lacks figures a plain ``score`` would give),
-so it opens the database for writing; the report's data is then read with the scores in force.
+(idempotently), ``report`` writes Markdown and PNG plots, or one self-contained HTML page.
+``report`` scores first (the cheap text scorers and the coordination answers, so it never lacks
+figures a plain ``score`` would give), so it opens the database for writing; the report's data
+is then read with the scores in force.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import anyio
 from rich.console import Console
 from rich.markup import escape
 
-from clonechat.analysis.load import experiment_id, load_report_data
-from clonechat.analysis.report import write_report
+from clonechat.analysis.load import experiment_id
+from clonechat.analysis.publish import FORMATS, ReportFormat, write
 from clonechat.errors import ConfigError
 from clonechat.location import DbLocation
 from clonechat.prompts import PromptLibrary
@@ -113,13 +114,33 @@ def score_command(
     return 0
 
 
-def report_command(db_path: DbLocation | str, experiment: str, out: Path | None) -> int:
+def report_command(
+    db_path: DbLocation | str,
+    experiment: str,
+    out: Path | None,
+    fmt: str = "markdown",
+    compare: str | None = None,
+) -> int:
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown report format '{fmt}' (known: {', '.join(FORMATS)})")
+    if compare == experiment:
+        raise ConfigError(f"--compare names the report's own experiment '{experiment}': name another one")
     console = Console(highlight=False, soft_wrap=True)
     with Database.open(db_path, create=False) as db:
         # The cheap scorers first, so a report never lacks figures a plain `score` would give.
-        score_text(db, experiment_id(db, experiment))
-        data = load_report_data(db, experiment)
-    target = out or DEFAULT_REPORTS_DIR / experiment
-    path = write_report(data, target)
-    console.print(f"report written: {escape(str(path))}")
+        for name in (experiment, *([compare] if compare else [])):
+            score_text(db, experiment_id(db, name))
+        target = out or DEFAULT_REPORTS_DIR / (f"{experiment}-vs-{compare}" if compare else experiment)
+        chosen: ReportFormat = "html" if fmt == "html" else "markdown"
+        path = write(db, experiment, target, chosen, compare=compare)
+    console.print(f"report written: {escape(str(path))} ({format_size(path.stat().st_size)})")
     return 0
+
+
+def format_size(size: int) -> str:
+    """``812 B``, ``14.2 kB``, ``3.1 MB``."""
+    if size < 1000:
+        return f"{size} B"
+    if size < 1_000_000:
+        return f"{size / 1000:.1f} kB"
+    return f"{size / 1_000_000:.1f} MB"

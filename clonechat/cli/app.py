@@ -315,16 +315,27 @@ def score(
 def report(
     experiment: Annotated[str, typer.Argument(help="Experiment name (see 'clonechat ls').")],
     out: Annotated[
-        Path | None, typer.Option(help="Folder for report.md and the plots (default runs/reports/EXPERIMENT).")
+        Path | None,
+        typer.Option(help="Folder for the report (default runs/reports/EXPERIMENT, or EXPERIMENT-vs-OTHER)."),
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="markdown (report.md with PNG plots) or html (one self-contained report.html)."),
+    ] = "markdown",
+    compare: Annotated[
+        str | None,
+        typer.Option("--compare", help="Another experiment to put beside this one, measure by measure."),
     ] = None,
     db: DbOption = DEFAULT_DB_TEXT,
 ) -> None:
-    """Write the experiment's report: Markdown and PNG plots.
+    """Write the experiment's report: Markdown and PNG plots, or one self-contained HTML page.
 
-    Every figure comes with n, a 95% bootstrap CI, its chance baseline and its control."""
+    Every figure comes with n, a 95% bootstrap CI, its chance baseline and its control; every
+    comparison is corrected for multiplicity (the spec's primary measures with Holm, the rest
+    with Benjamini-Hochberg)."""
     from clonechat.cli.analysis import report_command
 
-    raise typer.Exit(report_errors(lambda: report_command(db, experiment, out)))
+    raise typer.Exit(report_errors(lambda: report_command(db, experiment, out, fmt, compare)))
 
 
 @app.command("models")

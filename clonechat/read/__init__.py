@@ -15,6 +15,8 @@ hold no SQL of their own; writes stay in :mod:`clonechat.store` behind the singl
 - :mod:`~clonechat.read.resume`: where stored dialogues continue from (batch resume, the TUI).
 - :mod:`~clonechat.read.feed`: what other processes committed since a cursor (live watching).
 - :mod:`~clonechat.read.search`, :mod:`~clonechat.read.keywords`: full-text search, keyword rates.
+- :mod:`~clonechat.read.transcripts`: an experiment's whole trees and scores in one read each (the
+  HTML report's transcripts), and what its reproducibility section states (settings, seeds, times).
 - :mod:`~clonechat.read.console`, :mod:`~clonechat.read.frames`, :mod:`~clonechat.read.export_rows`:
   ``clonechat query``'s guarded SQL console, ``open_run_db``'s frames, an experiment's rows for export.
 
