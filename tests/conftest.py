@@ -94,3 +94,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+
+
+# The HTML report in a real headless Chromium (tests/browser.py, tests/test_report_browser.py).
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Chromium's executable, installed (once a session, under a lock) if the machine lacks it.
+
+    Session-scoped so a failed install is tried once and its skip reason reused by every test."""
+    from tests.browser import chromium_executable
+
+    return chromium_executable()
