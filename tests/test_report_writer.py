@@ -141,7 +141,15 @@ def test_coordination_known_rates(report: tuple[Path, str]) -> None:
 def test_plots_are_pngs_linked_from_report(report: tuple[Path, str]) -> None:
     path, text = report
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert set(links) == {"prediction_by_turn_chrf.png", "prediction_by_turn_token_f1.png", "coordination.png"}
+    assert set(links) == {
+        "prediction_by_turn_chrf.png",
+        "prediction_by_turn_token_f1.png",
+        "coordination.png",
+        # A forest plot of each section's differences (every scorer here has intervals).
+        "forest_chrf.png",
+        "forest_token_f1.png",
+        "forest_coordination.png",
+    }
     for link in links:
         assert (path.parent / link).read_bytes()[:8] == PNG_MAGIC
 

@@ -99,3 +99,8 @@ class Document:
 def slug(text: str) -> str:
     """``"Prediction accuracy"`` → ``"prediction-accuracy"`` (letters, digits and dashes)."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of a scorer name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "scorer"

@@ -28,6 +28,11 @@ class Contrast:
     reference: str
     estimate: Estimate
 
+    @property
+    def label(self) -> str:
+        """``"clone-aware, partner, chrf vs chance"`` (a subject that already says "vs" as it is)."""
+        return self.subject if " vs " in self.subject else f"{self.subject} vs {self.reference}"
+
 
 @dataclass(frozen=True)
 class Verdict:

@@ -29,11 +29,12 @@ from clonechat.analysis.document import (
     Section,
     Table,
     Transcripts,
+    safe_name,
 )
 from clonechat.analysis.findings import Judgement, judge
 from clonechat.analysis.primary import primary_from_spec
 from clonechat.analysis.provenance import redacted_spec
-from clonechat.analysis.report_plots import coordination_figure, prediction_by_turn_figure, safe_name
+from clonechat.analysis.report_plots import coordination_figure, prediction_by_turn_figure
 from clonechat.analysis.report_tables import (
     CoordinationRow,
     clone_vs_cross,

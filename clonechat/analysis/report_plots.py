@@ -7,7 +7,6 @@ whereas a bare Figure renders with Agg, is safe to use from any thread and needs
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from itertools import cycle
@@ -17,11 +16,6 @@ from matplotlib.figure import Figure
 
 from clonechat.analysis.data import PredictionScore
 from clonechat.analysis.report_tables import VARIANT_ORDER, CoordinationRow, label, ordered
-
-
-def safe_name(text: str) -> str:
-    """A file-name-safe version of a scorer name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "scorer"
 
 
 def _by_turn(scores: Sequence[PredictionScore], baseline: bool) -> tuple[list[int], list[float]]:

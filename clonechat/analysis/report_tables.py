@@ -14,8 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from clonechat.analysis.data import CoordinationPair, PredictionScore, ReportData
-from clonechat.analysis.document import Block, Bullets, Paragraph, Plot, Section, Table
+from clonechat.analysis.document import Block, Bullets, Paragraph, Plot, Section, Table, safe_name
 from clonechat.analysis.findings import Contrast, Judgement, sentence
+from clonechat.analysis.forest import forest_figure
 from clonechat.analysis.primary import ComparisonKey
 from clonechat.analysis.stats import (
     Estimate,
@@ -207,11 +208,20 @@ def _scorer_block(data: ReportData, result: ScorerResult, judgement: Judgement) 
         for r, line in zip(result.rows, table, strict=True):
             line.append("–" if r.vs_control is None else format_ci(r.vs_control))
     note: list[Block] = [Paragraph(SCORER_NOTES[result.scorer])] if result.scorer in SCORER_NOTES else []
-    lines = [
-        sentence(t, judgement, missing=_NO_SHUFFLE if t.reference == "chance" else "")
-        for t in prediction_tests(data, [result])
-    ]
-    return Section(f"Scorer: {result.scorer}", [Table(headers, table), *note, Bullets(lines, "Findings:")], level=3)
+    contrasts = prediction_tests(data, [result])
+    lines = [sentence(t, judgement, missing=_NO_SHUFFLE if t.reference == "chance" else "") for t in contrasts]
+    blocks: list[Block] = [Table(headers, table), *note, Bullets(lines, "Findings:")]
+    forest = forest_plot(f"forest_{safe_name(result.scorer)}", f"Differences, {result.scorer}", contrasts, judgement)
+    return Section(f"Scorer: {result.scorer}", [*blocks, *forest], level=3)
+
+
+def forest_plot(name: str, what: str, contrasts: Sequence[Contrast], judgement: Judgement) -> list[Plot]:
+    """A forest plot of ``contrasts`` (none when no comparison has an interval to draw)."""
+    if not any(c.estimate.low is not None and not c.estimate.uninformative for c in contrasts):
+        return []
+    kept = [bool((v := judgement.verdict(c.key)) and v.significant and not c.estimate.within_noise) for c in contrasts]
+    alt = f"{what}: each comparison with its 95% CI (filled: significant after correction for multiplicity)"
+    return [Plot(name, alt, lambda: forest_figure(contrasts, kept))]
 
 
 def prediction_section(
@@ -384,7 +394,8 @@ def coordination_section(
         comparison = Paragraph(
             "No condition pairs two different models, so clone pairs are not compared with cross-model pairs."
         )
-    blocks: list[Block] = [intro, Table(headers, table), Bullets(findings, "Findings:")]
+    forest = forest_plot("forest_coordination", "Coordination against chance", [_row_test(r) for r in rows], judgement)
+    blocks: list[Block] = [intro, Table(headers, table), Bullets(findings, "Findings:"), *forest]
     blocks.append(Section("Clone pairs vs cross-model pairs", [comparison], level=3))
     if plot is not None:
         blocks.append(plot)

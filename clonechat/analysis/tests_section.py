@@ -67,7 +67,7 @@ def _row(test: Contrast, judgement: Judgement) -> list[str]:
     verdict = judgement.verdict(test.key)
     raw = test.estimate.p_value
     return [
-        test.subject if " vs " in test.subject else f"{test.subject} vs {test.reference}",
+        test.label,
         format_ci(test.estimate),
         "–" if raw is None else format_p(raw),
         "–" if verdict is None else format_p(verdict.adjusted),
