@@ -68,6 +68,15 @@ BENCHMARKS: dict[str, Quick] = {
         ),
         marks=(pytest.mark.model,),
     ),
+    "report": Quick(
+        (
+            "experiment: ",
+            "format    median s  runs",
+            "html / markdown time ratio: ",
+            "html size: ",
+            "in Chromium: ",
+        )
+    ),
     "server": Quick(
         (
             "(fast) K concurrent dialogues",
