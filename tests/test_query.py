@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -600,6 +601,11 @@ def test_jsonl_export_reads_back_to_the_same_rows(run: Run, tmp_path: Path) -> N
         # ... and the prediction and coordination prompts its settings name.
         assert own < hashes and all(h in json.dumps(d["dialogue"]["settings"]) for h in hashes - own)
         assert d["experiment"]["name"] == "qa" and d["condition"]["id"] == d["dialogue"]["condition_id"]
+        # ... and the templates those prompts were rendered from (the fork's edit is its own).
+        assert {p["template_hash"] for p in d["prompts"]} == {t["hash"] for t in d["prompt_templates"]}
+    templates = {t["hash"]: t for d in lines for t in d["prompt_templates"]}
+    by_hash = itemgetter("hash")
+    assert sorted(templates.values(), key=by_hash) == sorted(stored(run.db, "prompt_template"), key=by_hash)
 
 
 @pytest.mark.model

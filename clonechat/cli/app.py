@@ -25,6 +25,7 @@ from clonechat.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, report_errors
 from clonechat.constants import ADHOC_EXPERIMENT, DB_ENV_VAR, DEFAULT_DB, DEFAULT_STOP_PHRASE, MODELS_ENV_VAR
 from clonechat.errors import ConfigError
 from clonechat.location import DbLocation, db_location
+from clonechat.redaction import without_credentials
 
 if TYPE_CHECKING:
     from clonechat.registry import Registry
@@ -370,7 +371,7 @@ def list_models(
                 spec.name,
                 spec.provider,
                 spec.model_id or spec.display_name,
-                spec.base_url or "in-process",
+                without_credentials(spec.base_url) if spec.base_url else "in-process",
                 key,
                 str(spec.max_connections) if spec.base_url else "-",
                 spec.source,
@@ -483,6 +484,45 @@ def workers(
         console.print(table)
 
     report_errors(go)
+
+
+# -- sharing (clonechat/cli/sharing.py does the work, clonechat/share/ the logic) -----------------
+
+
+@app.command()
+def share(
+    experiment: Annotated[str, typer.Argument(help="Experiment name (see 'clonechat ls').")],
+    out: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="The archive to write (default runs/shares/EXPERIMENT.zip).")
+    ] = None,
+    db: DbOption = DEFAULT_DB_TEXT,
+) -> None:
+    """Write one zip archive to share an experiment with another researcher.
+
+    It holds the HTML report, every row (JSONL), the spec, a datasheet and a manifest of
+    checksums. API keys, passwords, tokens and local paths are taken out (the datasheet counts
+    them). The same data shared twice gives the same bytes. Scores first, as 'report' does."""
+    from clonechat.cli.sharing import share_command
+
+    raise typer.Exit(report_errors(lambda: share_command(db, experiment, out)))
+
+
+@app.command("import")
+def import_shared(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A share archive (.zip) or a JSONL export.")],
+    as_name: Annotated[
+        str | None, typer.Option("--as", metavar="NAME", help="Import the experiment under this name.")
+    ] = None,
+    db: DbOption = DEFAULT_DB_TEXT,
+) -> None:
+    """Import a shared experiment (a share archive or a JSONL export) into the run database.
+
+    The archive is verified first (manifest, checksums); rows keep their ids, so the report
+    reproduces. Importing it again adds nothing; a name the database gives another experiment
+    is refused (use --as)."""
+    from clonechat.cli.sharing import import_command
+
+    raise typer.Exit(report_errors(lambda: import_command(file, db, as_name)))
 
 
 db_app = typer.Typer(help="Look after a run database.", no_args_is_help=True)

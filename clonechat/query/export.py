@@ -2,12 +2,15 @@
 another tool reads without clonechat.
 
 - ``csv`` / ``parquet``: one file per table (``experiment``, ``condition``, ``dialogue``,
-  ``node``, ``score``, ``turn_metrics``, ``prompt``), the rows exactly as stored, so an analysis
-  joins them as it would in SQL. In CSV an empty field is NULL in a column that can be NULL
-  (text columns that cannot be NULL keep their empty strings); JSON columns hold JSON text;
-  times are UTC as ``YYYY-MM-DD HH:MM:SS.ffffff``. Parquet columns are typed (pyarrow).
+  ``node``, ``score``, ``turn_metrics``, ``prompt``, ``prompt_template``), the rows exactly as
+  stored, so an analysis joins them as it would in SQL. In CSV an empty field is NULL in a
+  column that can be NULL (text columns that cannot be NULL keep their empty strings); JSON
+  columns hold JSON text; times are UTC as ``YYYY-MM-DD HH:MM:SS.ffffff``. Parquet columns are
+  typed (pyarrow).
 - ``jsonl``: one line per dialogue, with its experiment, condition, prompts, every node of
-  its tree, its scores and its turn metrics; JSON columns as objects.
+  its tree, its scores, its turn metrics and the templates its prompts were rendered from
+  (``prompt_templates``); JSON columns as objects. Every row of the experiment is in it, so
+  ``clonechat import`` rebuilds the experiment in another database from this file alone.
 - ``markdown``: a transcript to read: each dialogue's current conversation with the
   side-channel messages (predictions, coordination answers, reports) beside it.
 
@@ -35,7 +38,17 @@ from clonechat.read.sides import SIDE_KINDS, group_by_anchor
 
 ExportFormat = Literal["jsonl", "csv", "parquet", "markdown"]
 FORMATS: tuple[ExportFormat, ...] = ("jsonl", "csv", "parquet", "markdown")
-__all__ = ["FORMATS", "JSON_COLUMNS", "TABLES", "ExportFormat", "ExportSummary", "export", "read_table"]
+__all__ = [
+    "FORMATS",
+    "JSON_COLUMNS",
+    "TABLES",
+    "ExportFormat",
+    "ExportSummary",
+    "dialogue_records",
+    "export",
+    "read_table",
+    "write_jsonl",
+]
 JSON_COLUMNS = {"condition": ("settings",), "dialogue": ("settings",), "node": ("params",), "score": ("detail",),
                 "prompt": ("variables",)}  # fmt: skip
 
@@ -67,7 +80,7 @@ def export(db: Readable, experiment: str, fmt: ExportFormat, out: Path) -> Expor
     elif fmt == "parquet":
         files = [_write_parquet(out / f"{t}.parquet", t, *tables[t]) for t in TABLES]
     elif fmt == "jsonl":
-        files = [_write_jsonl(out / f"{experiment}.jsonl", tables)]
+        files = [write_jsonl(out / f"{experiment}.jsonl", tables)]
     else:
         files = [_write_markdown(out / f"{experiment}.md", tables)]
     return ExportSummary(experiment, files, len(tables["dialogue"][1]), {t: len(r) for t, (_, r) in tables.items()})
@@ -118,12 +131,17 @@ def _grouped(table: str, columns: list[str], rows: list[tuple[Any, ...]], key: s
     return out
 
 
-def _dialogue_records(tables: dict[str, Rows]) -> Iterator[dict[str, Any]]:
+def dialogue_records(tables: dict[str, Rows]) -> Iterator[dict[str, Any]]:
+    """The JSONL export's records, one per dialogue, from an experiment's rows (as
+    :func:`~clonechat.read.export_rows.experiment_tables` reads them): what ``clonechat share``
+    writes after it has scrubbed the rows."""
     experiment = _with_json("experiment", tables["experiment"][0], tables["experiment"][1][0])
     conditions = {
         r["id"]: r for r in (_with_json("condition", tables["condition"][0], row) for row in tables["condition"][1])
     }
     prompts = {r["hash"]: r for r in (_with_json("prompt", tables["prompt"][0], row) for row in tables["prompt"][1])}
+    columns = tables["prompt_template"][0]
+    templates = {t["hash"]: t for t in (dict(zip(columns, r, strict=True)) for r in tables["prompt_template"][1])}
     nodes = _grouped("node", *tables["node"], key="dialogue_id")
     node_dialogue = {n["id"]: d for d, ns in nodes.items() for n in ns}
     metrics = _grouped("turn_metrics", *tables["turn_metrics"], key="dialogue_id")
@@ -142,20 +160,24 @@ def _dialogue_records(tables: dict[str, Rows]) -> Iterator[dict[str, Any]]:
         )
         own = {dialogue["system_prompt_a"], dialogue["system_prompt_b"], dialogue["opening_prompt"]}
         own |= {h for h in prompts if h in referring}
+        own_prompts = [p for h, p in prompts.items() if h in own]
+        rendered_from = {p["template_hash"] for p in own_prompts}
         yield {
             "experiment": experiment,
             "condition": condition,
             "dialogue": dialogue,
-            "prompts": [p for h, p in prompts.items() if h in own],
+            "prompts": own_prompts,
             "nodes": own_nodes,
             "scores": scores.get(dialogue["id"], []),
             "turn_metrics": metrics.get(dialogue["id"], []),
+            "prompt_templates": [t for h, t in templates.items() if h in rendered_from],
         }
 
 
-def _write_jsonl(path: Path, tables: dict[str, Rows]) -> Path:
+def write_jsonl(path: Path, tables: dict[str, Rows]) -> Path:
+    """The JSONL export of an experiment's rows, written to ``path``."""
     with path.open("w", encoding="utf-8") as f:
-        for record in _dialogue_records(tables):
+        for record in dialogue_records(tables):
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return path
 
@@ -189,7 +211,7 @@ def _quote(text: str) -> str:
 
 
 def _write_markdown(path: Path, tables: dict[str, Rows]) -> Path:
-    records = list(_dialogue_records(tables))
+    records = list(dialogue_records(tables))
     experiment = _with_json("experiment", tables["experiment"][0], tables["experiment"][1][0])
     lines = [f"# {experiment['name']}", "", f"{len(records)} dialogues, exported from clonechat.", ""]
     for record in records:

@@ -19,9 +19,20 @@ from clonechat.read.experiments import require_experiment
 
 #: A table's column names and rows.
 Rows = tuple[list[str], list[tuple[Any, ...]]]
-TABLES = ("experiment", "condition", "dialogue", "node", "score", "turn_metrics", "prompt")
+TABLES = ("experiment", "condition", "dialogue", "node", "score", "turn_metrics", "prompt", "prompt_template")
 
 _DIALOGUES = "SELECT d.id FROM dialogue d JOIN condition c ON c.id = d.condition_id WHERE c.experiment_id = :e"
+#: Whether the prompt ``{p}`` is one the experiment ``:e`` refers to: by hash, in a dialogue's
+#: prompt columns or inside the settings of its dialogues and conditions and the params of its
+#: forks (hashes are hex digits, so LIKE finds them as they are).
+_REFERENCED = f"""(
+        EXISTS (SELECT 1 FROM dialogue d WHERE d.id IN ({_DIALOGUES}) AND ({{p}}.hash IN
+                (d.system_prompt_a, d.system_prompt_b, d.opening_prompt)
+                OR CAST(d.settings AS TEXT) LIKE '%' || {{p}}.hash || '%'))
+        OR EXISTS (SELECT 1 FROM condition c WHERE c.experiment_id = :e
+                   AND CAST(c.settings AS TEXT) LIKE '%' || {{p}}.hash || '%')
+        OR EXISTS (SELECT 1 FROM node n WHERE n.dialogue_id IN ({_DIALOGUES}) AND n.model = 'researcher-edit'
+                   AND CAST(n.params AS TEXT) LIKE '%' || {{p}}.hash || '%'))"""
 #: Each table's rows belonging to the experiment ``:e``, in a stable order (``{columns}``: the
 #: model's columns, see :func:`rows_sql`).
 _ROWS = {
@@ -32,17 +43,11 @@ _ROWS = {
     "score": f"""SELECT {{columns}} FROM score t JOIN node n ON n.id = t.node_id
                  WHERE n.dialogue_id IN ({_DIALOGUES}) ORDER BY t.id""",
     "turn_metrics": f"SELECT {{columns}} FROM turn_metrics t WHERE t.dialogue_id IN ({_DIALOGUES}) ORDER BY t.node_id",
-    # Prompts the experiment's dialogues, conditions and forks refer to (by hash, in a column or
-    # inside their settings; hashes are hex digits, so LIKE finds them as they are).
-    "prompt": f"""SELECT {{columns}} FROM prompt t WHERE
-        EXISTS (SELECT 1 FROM dialogue d WHERE d.id IN ({_DIALOGUES}) AND (t.hash IN
-                (d.system_prompt_a, d.system_prompt_b, d.opening_prompt)
-                OR CAST(d.settings AS TEXT) LIKE '%' || t.hash || '%'))
-        OR EXISTS (SELECT 1 FROM condition c WHERE c.experiment_id = :e
-                   AND CAST(c.settings AS TEXT) LIKE '%' || t.hash || '%')
-        OR EXISTS (SELECT 1 FROM node n WHERE n.dialogue_id IN ({_DIALOGUES}) AND n.model = 'researcher-edit'
-                   AND CAST(n.params AS TEXT) LIKE '%' || t.hash || '%')
-        ORDER BY t.hash""",
+    "prompt": f"SELECT {{columns}} FROM prompt t WHERE {_REFERENCED.format(p='t')} ORDER BY t.hash",
+    # The templates those prompts were rendered from (a researcher's edit is its own template):
+    # with them the rows rebuild the experiment in another database (``clonechat import``).
+    "prompt_template": f"""SELECT {{columns}} FROM prompt_template t WHERE t.hash IN
+        (SELECT p.template_hash FROM prompt p WHERE {_REFERENCED.format(p="p")}) ORDER BY t.hash""",
 }
 
 
