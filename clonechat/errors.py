@@ -16,6 +16,8 @@ one line saying what went wrong and where; the CLI prints exactly that line and 
 
 from __future__ import annotations
 
+from clonechat.redaction import without_credentials
+
 
 class ClonechatError(Exception):
     """Base of every error clonechat reports to its user."""
@@ -46,7 +48,13 @@ class MissingExtraError(ClonechatError):
 
 
 class ProviderError(ClonechatError):
-    """A model call failed and retrying will not help."""
+    """A model call failed and retrying will not help.
+
+    Its message often names the endpoint; a password or key in that URL is replaced here, so it
+    never reaches a stored error, a log line or the terminal."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(without_credentials(message))
 
 
 class RetryableProviderError(ProviderError):

@@ -56,6 +56,7 @@ from clonechat.constants import MODELS_ENV_VAR as MODELS_ENV_VAR
 from clonechat.errors import ConfigError
 from clonechat.providers.base import GenerationParams, Provider, ProviderLoad
 from clonechat.providers.pricing import Prices
+from clonechat.redaction import without_credentials
 from clonechat.registry_file import PROVIDERS as PROVIDERS
 from clonechat.registry_file import ModelEntry, ModelsFile, check_thinking, models_file_error
 from clonechat.registry_file import ModelsFileError as ModelsFileError
@@ -272,7 +273,7 @@ class ProviderPool:
     def loads(self) -> list[ProviderLoad]:
         """Requests in flight and queued on every endpoint and in-process model in use."""
         loads = [
-            ProviderLoad(url, e.limiter.in_flight, e.limiter.queued, e.limiter.limit)
+            ProviderLoad(without_credentials(url), e.limiter.in_flight, e.limiter.queued, e.limiter.limit)
             for url, e in self._endpoints.items()
         ]
         for provider in self._providers.values():

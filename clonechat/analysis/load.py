@@ -58,13 +58,19 @@ def _side(db: Readable, experiment_id: str, library: PromptLibrary) -> tuple[lis
     return pairs, reports
 
 
-def _control(spec: str | None) -> str | None:
+def stored_spec_value(spec: str | None, key: str) -> object:
+    """A top-level value of an experiment's stored spec (None when absent or unreadable: the
+    spec was validated when the experiment started, so that is an old or foreign one)."""
     if not spec:
         return None
     try:
-        value = tomllib.loads(spec).get("control")
+        return tomllib.loads(spec).get(key)
     except tomllib.TOMLDecodeError:
         return None
+
+
+def _control(spec: str | None) -> str | None:
+    value = stored_spec_value(spec, "control")
     return value if isinstance(value, str) else None
 
 

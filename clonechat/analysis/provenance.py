@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from clonechat.analysis.document import Code, Paragraph, Section, Table
+from clonechat.analysis.load import stored_spec_value
 from clonechat.read.connect import Readable, snapshot
 from clonechat.read.experiments import require_experiment
 from clonechat.read.transcripts import (
@@ -32,6 +32,7 @@ from clonechat.read.transcripts import (
     node_time_range,
     recorded_models,
 )
+from clonechat.redaction import ADDRESS, PATH
 
 #: Hex characters of a prompt hash shown.
 HASH_CHARS = 12
@@ -43,9 +44,6 @@ PRIVATE_KEYS = ("base_url", "api_key_env", "api_key", "chat_template", "models_f
 _PRIVATE_VALUE = re.compile(
     r"(?P<key>\b(?:" + "|".join(PRIVATE_KEYS) + r")\s*=\s*)(?P<value>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[^\s,}#]+)"
 )
-_ADDRESS = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]*")
-#: An absolute or home-relative path of at least two parts (``/home/me/x``, ``~/models/y``).
-_PATH = re.compile(r"(?<![\w.~/])(?:~|[A-Za-z]:)?[/\\](?:[\w.-]+[/\\])+[\w.-]*")
 _HIDDEN = '"(not shown)"'
 
 
@@ -137,17 +135,12 @@ def redacted_spec(text: str) -> str:
     addresses, API key variables, file paths (keys in :data:`PRIVATE_KEYS`, then any address or
     absolute path left, comments included). Everything else, comments too, stays as written."""
     text = _PRIVATE_VALUE.sub(lambda m: m.group("key") + _HIDDEN, text)
-    text = _ADDRESS.sub("(address not shown)", text)
-    return _PATH.sub("(path not shown)", text)
+    text = ADDRESS.sub("(address not shown)", text)
+    return PATH.sub("(path not shown)", text)
 
 
 def _spec_seed(spec: str | None) -> int | None:
-    if not spec:
-        return None
-    try:
-        value = tomllib.loads(spec).get("seed")
-    except tomllib.TOMLDecodeError:
-        return None
+    value = stored_spec_value(spec, "seed")
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 

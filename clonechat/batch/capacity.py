@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from clonechat.batch.estimate import MESSAGE_OVERHEAD, text_tokens
 from clonechat.batch.spec import PlannedCondition
+from clonechat.redaction import without_credentials
 from clonechat.registry import ModelSpec, ProviderPool
 
 if TYPE_CHECKING:
@@ -79,7 +80,8 @@ def capacity_notes(
     for url, (endpoint, dialogues) in per_endpoint.items():
         if dialogues > endpoint.max_connections:
             notes.append(
-                f"{url}: {dialogues} dialogues in flight share max_connections = {endpoint.max_connections}: "
+                f"{without_credentials(url)}: {dialogues} dialogues in flight share "
+                f"max_connections = {endpoint.max_connections}: "
                 f"at most {endpoint.max_connections} requests run at once and the rest wait "
                 "(raise max_connections for its models in models.toml if the server can take more)"
             )

@@ -39,6 +39,7 @@ from clonechat.providers.pricing import Prices, Usage, cost_usd
 from clonechat.providers.retry import RetryPolicy, call_with_retries, is_retryable_status, retry_after_seconds
 from clonechat.providers.stops import StopSequenceFilter
 from clonechat.providers.think_tags import ThinkTagSplitter
+from clonechat.redaction import without_credentials
 
 
 class StreamProtocolError(RetryableProviderError):
@@ -222,7 +223,7 @@ class HttpProvider(ABC):
 
     @property
     def label(self) -> str:
-        return f"model '{self.model_name}' at {self.endpoint.base_url}"
+        return f"model '{self.model_name}' at {without_credentials(self.endpoint.base_url)}"
 
     # -- subclass hooks -------------------------------------------------------------------
     path: str = ""
