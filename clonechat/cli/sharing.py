@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from clonechat.constants import DEFAULT_DB
 from clonechat.location import DbLocation, db_location
 from clonechat.share.importer import Imported, import_file
 from clonechat.store.database import Database
@@ -43,11 +44,15 @@ def share_command(db: DbLocation | str, experiment: str, out: Path | None) -> in
 def import_command(file: Path, db: DbLocation | str, as_name: str | None) -> int:
     """Import a share archive or JSONL export; say what was added, or that nothing was."""
     done = import_file(file, db_location(db), as_name=as_name)
-    Console(highlight=False, soft_wrap=True).print(escape(imported_line(done)))
+    # The hint names the database unless it is the default (a server URL may hold a password:
+    # it is never repeated).
+    given = str(db)
+    where = "" if given in (str(DEFAULT_DB), "") or "://" in given else f" --db {given}"
+    Console(highlight=False, soft_wrap=True).print(escape(imported_line(done, where)))
     return 0
 
 
-def imported_line(done: Imported) -> str:
+def imported_line(done: Imported, where: str = "") -> str:
     """What an import did, in one line (two when some dialogues differ)."""
     name = repr(done.experiment) + (f" (named {done.renamed_from!r} in the file)" if done.renamed_from else "")
     copied = done.copied
@@ -56,7 +61,7 @@ def imported_line(done: Imported) -> str:
         tables = ", ".join(f"{table} {count}" for table, count in copied.added.items() if count)
         line = (
             f"imported experiment {name} from {done.source} into {done.dest}: {done.dialogues} dialogues, "
-            f"{copied.rows_added} rows ({tables}); see it with: clonechat report {done.experiment}"
+            f"{copied.rows_added} rows ({tables}); see it with: clonechat report {done.experiment}{where}"
         )
     elif not differing:
         line = (
