@@ -103,3 +103,33 @@ def raw_sql(location: Any) -> Iterator[RawSql]:
             yield RawSql(conn)
     finally:
         engine.dispose()
+
+
+#: A small experiment with every measure on (two conditions, a control), made with the scripted
+#: model: what `db copy` and `share`/`import` are tested on.
+PILOT = "pilot"
+PILOT_SPEC = f"""\
+name = "{PILOT}"
+replicates = 2
+max_turns = 4
+seed = 11
+concurrency = 4
+model_a = "scripted"
+control = "base"
+
+[prediction]
+self_predict = true
+
+[coordination]
+tasks = ["number", "pair"]
+
+[report_back]
+
+[[conditions]]
+name = "base"
+template = "no-frame"
+
+[[conditions]]
+name = "aware"
+template = "clone-aware"
+"""

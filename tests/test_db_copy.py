@@ -34,37 +34,11 @@ from clonechat.read.connect import open_existing
 from clonechat.store import copy as store_copy
 from clonechat.store import migrations, writes
 from clonechat.store.database import Database
-from tests.helpers import raw_sql
+from tests.helpers import PILOT, PILOT_SPEC, raw_sql
 from tests.pg_server import PostgresServer
 
 pytestmark = pytest.mark.postgresql
 
-PILOT = "pilot"
-PILOT_SPEC = f"""\
-name = "{PILOT}"
-replicates = 2
-max_turns = 4
-seed = 11
-concurrency = 4
-model_a = "scripted"
-control = "base"
-
-[prediction]
-self_predict = true
-
-[coordination]
-tasks = ["number", "pair"]
-
-[report_back]
-
-[[conditions]]
-name = "base"
-template = "no-frame"
-
-[[conditions]]
-name = "aware"
-template = "clone-aware"
-"""
 SIDE = "side"
 SIDE_SPEC = f"""\
 name = "{SIDE}"

@@ -41,33 +41,8 @@ from clonechat.store.database import Database
 from clonechat.tui import data as tui_data
 from clonechat.tui.live import LiveDialogue, UiEvent
 from clonechat.tui.scores_data import load_scores
+from tests.helpers import PILOT, PILOT_SPEC
 
-PILOT = "pilot"
-PILOT_SPEC = f"""\
-name = "{PILOT}"
-replicates = 2
-max_turns = 4
-seed = 11
-concurrency = 4
-model_a = "scripted"
-control = "base"
-
-[prediction]
-self_predict = true
-
-[coordination]
-tasks = ["number", "pair"]
-
-[report_back]
-
-[[conditions]]
-name = "base"
-template = "no-frame"
-
-[[conditions]]
-name = "aware"
-template = "clone-aware"
-"""
 EDITED_PROMPT = "You are agent A, edited by the researcher for this branch."
 MEMBERS = ["manifest.json", "DATASHEET.md", "report.html", "spec.toml", f"data/{PILOT}.jsonl"]
 
