@@ -468,6 +468,9 @@ async def test_turns_reuse_at_most_max_connections(api: str, stream: bool, calle
     each connection for the next turn. Without the drain this opened 50."""
     with keepalive_server() as server:
         completions = await run_turns(keepalive_provider(server, api, stream=stream), TURNS, callers)
+        # The client can read a body's last bytes before the server's thread counts it sent:
+        # wait for the count (a body never sent to its end never arrives, and this fails).
+        await wait_until(lambda: server.snapshot()["completed"] == TURNS, "the server sent every body to its end")
         stats = server.snapshot()
     assert [c.text for c in completions] == [TEXT] * TURNS
     assert {c.finish_reason for c in completions} == {"stop"}
