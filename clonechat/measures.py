@@ -2,10 +2,11 @@
 ``Protocol`` and back from the store.
 
 The options name templates (``prompts/predictions``, ``prompts/coordination``,
-``prompts/reports``) and models; ``render_measures`` renders every instruction up front, so a
-missing template or model fails before anything is written; the rendered prompts are stored
-by hash like system prompts, and a dialogue's settings keep those hashes, so a resumed
-dialogue asks exactly the questions it was started with.
+``prompts/reports``, ``prompts/recognition``, ``prompts/interjections``) and models;
+``render_measures`` renders every instruction up front, so a missing template or model fails
+before anything is written; the rendered prompts are stored by hash like system prompts, and a
+dialogue's settings keep those hashes, so a resumed dialogue asks exactly the questions it was
+started with.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from clonechat.engine.protocol import CoordinationQuestion, PredictionProtocol, Protocol
+from clonechat.engine.protocol import (
+    ConvergenceRule,
+    CoordinationQuestion,
+    Interjection,
+    PredictionProtocol,
+    Protocol,
+    RecognitionProtocol,
+)
 from clonechat.errors import ConfigError
 from clonechat.prompts import PromptLibrary, RenderedPrompt
 from clonechat.providers.base import Provider
@@ -23,6 +31,8 @@ from clonechat.scoring.coordination import load_task
 
 #: Placeholder left in the stored reveal prompt; the partner's prediction replaces it each turn.
 PREDICTION_SLOT = "{prediction}"
+#: Placeholder left in the stored recognition question; each shown message replaces it.
+RECOGNITION_SLOT = "{message}"
 COORDINATION_WHEN = {"before": ("before",), "after": ("after",), "both": ("before", "after")}
 
 
@@ -53,10 +63,51 @@ class ReportOptions:
 
 
 @dataclass(frozen=True)
+class RecognitionOptions:
+    """Self-recognition: after the dialogue, is this message yours or your partner's?"""
+
+    template: str = "default"
+    items: int = 4
+    context: str = "dialogue"
+    max_tokens: int = 8
+
+
+@dataclass(frozen=True)
+class SelfKnowledgeOptions:
+    """Privileged self-knowledge by surprisal (scored after the run): the prediction
+    instruction the partner's view is scored with, and the different model of (c)."""
+
+    template: str = "partner"
+    cross_model: str | None = None
+
+
+@dataclass(frozen=True)
+class InterjectionOptions:
+    at: int
+    template: str
+    #: ``A``, ``B`` or ``both``.
+    to: str = "both"
+
+
+@dataclass(frozen=True)
+class ConvergenceOptions:
+    metric: str = "overlap_partner"
+    threshold: float = 0.8
+    turns: int = 3
+    #: ``stop`` ends the dialogue (reason ``converged``); ``mark`` lets it run on and the
+    #: report marks the turn.
+    action: str = "stop"
+
+
+@dataclass(frozen=True)
 class MeasureOptions:
     prediction: PredictionOptions | None = None
     coordination: CoordinationOptions | None = None
     report_back: ReportOptions | None = None
+    recognition: RecognitionOptions | None = None
+    self_knowledge: SelfKnowledgeOptions | None = None
+    interjections: tuple[InterjectionOptions, ...] = ()
+    convergence: ConvergenceOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +117,8 @@ class RenderedMeasures:
     options: MeasureOptions
     prompts: dict[str, RenderedPrompt]
     cross_model: ModelSpec | None = None
+    #: The different model of the self-knowledge decomposition's (c).
+    self_knowledge_model: ModelSpec | None = None
 
     def settings(self) -> dict[str, Any]:
         """What a dialogue's ``settings`` keep to rebuild the protocol: prompt hashes, names."""
@@ -86,6 +139,23 @@ class RenderedMeasures:
             }
         if o.report_back is not None:
             out["report"] = {"instruction": self.prompts["report"].hash, "max_tokens": o.report_back.max_tokens}
+        if (r := o.recognition) is not None:
+            out["recognition"] = {
+                "template": r.template,
+                "question": self.prompts["recognition"].hash,
+                "items": r.items,
+                "context": r.context,
+                "max_tokens": r.max_tokens,
+            }
+        if (k := o.self_knowledge) is not None:
+            out["self_knowledge"] = {"instruction": self.prompts["self_knowledge"].hash, "cross_model": k.cross_model}
+        if o.interjections:
+            out["interjections"] = [
+                {"at": i.at, "to": i.to, "text": self.prompts[f"interjection.{n}"].hash}
+                for n, i in enumerate(o.interjections)
+            ]
+        if (c := o.convergence) is not None:
+            out["convergence"] = {"metric": c.metric, "threshold": c.threshold, "turns": c.turns, "action": c.action}
         return out
 
 
@@ -113,7 +183,16 @@ def render_measures(
             prompts[f"coordination.{task}"] = load_task(library, task).template.render(values)
     if (r := options.report_back) is not None:
         prompts["report"] = library.get("reports", r.template).render(values)
-    return RenderedMeasures(options, prompts, cross)
+    if (g := options.recognition) is not None:
+        prompts["recognition"] = library.get("recognition", g.template).render({**values, "message": RECOGNITION_SLOT})
+    known: ModelSpec | None = None
+    if (k := options.self_knowledge) is not None:
+        prompts["self_knowledge"] = library.get("predictions", k.template).render(values)
+        if k.cross_model is not None:
+            known = registry.get(k.cross_model)
+    for n, interjection in enumerate(options.interjections):
+        prompts[f"interjection.{n}"] = library.get("interjections", interjection.template).render(values)
+    return RenderedMeasures(options, prompts, cross, known)
 
 
 def build_protocol(
@@ -132,7 +211,7 @@ def build_protocol(
             partner_instruction=prompts[p["partner"]],
             self_instruction=prompts[p["self"]] if p.get("self") else None,
             cross_provider=provider_for(p["cross_model"]) if p.get("cross_model") else None,
-            reveal=None if reveal_text is None else _revealer(reveal_text),
+            reveal=None if reveal_text is None else _filler(reveal_text, PREDICTION_SLOT),
         )
     coordination: tuple[CoordinationQuestion, ...] = ()
     phases: tuple[str, ...] = ()
@@ -146,7 +225,21 @@ def build_protocol(
     if (r := settings.get("report")) is not None:
         report = prompts[r["instruction"]]
         report_tokens = int(r["max_tokens"])
-    protocol = Protocol(prediction, coordination, phases, report, frozenset(done))
+    recognition: RecognitionProtocol | None = None
+    if (g := settings.get("recognition")) is not None:
+        recognition = RecognitionProtocol(
+            _filler(prompts[g["question"]], RECOGNITION_SLOT), int(g["items"]), str(g["context"]), int(g["max_tokens"])
+        )
+    interjections = tuple(
+        Interjection(int(i["at"]), None if i["to"] == "both" else i["to"], prompts[i["text"]])
+        for i in settings.get("interjections", ())
+    )
+    convergence: ConvergenceRule | None = None
+    if (c := settings.get("convergence")) is not None:
+        convergence = ConvergenceRule(c["metric"], float(c["threshold"]), int(c["turns"]), c["action"] == "stop")
+    protocol = Protocol(
+        prediction, coordination, phases, report, frozenset(done), recognition, interjections, convergence
+    )
     return protocol, coordination_tokens, report_tokens
 
 
@@ -159,11 +252,18 @@ def prompt_hashes(settings: Mapping[str, Any]) -> set[str]:
         hashes |= {h for _task, h in c["tasks"]}
     if (r := settings.get("report")) is not None:
         hashes.add(r["instruction"])
+    if (g := settings.get("recognition")) is not None:
+        hashes.add(g["question"])
+    if (k := settings.get("self_knowledge")) is not None:
+        hashes.add(k["instruction"])
+    hashes |= {i["text"] for i in settings.get("interjections", ())}
     return hashes
 
 
-def _revealer(text: str) -> Callable[[str], str]:
-    def reveal(prediction: str) -> str:
-        return text.replace(PREDICTION_SLOT, prediction)
+def _filler(text: str, slot: str) -> Callable[[str], str]:
+    """Fills ``slot`` in a stored prompt with each turn's text (a prediction, a shown message)."""
 
-    return reveal
+    def fill(value: str) -> str:
+        return text.replace(slot, value)
+
+    return fill

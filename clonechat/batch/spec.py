@@ -48,10 +48,20 @@ from pydantic_core import ErrorDetails
 from clonechat.analysis.primary import PrimaryMeasure
 from clonechat.batch.toml_lines import Loc, format_loc, line_of
 from clonechat.config_errors import describe_error
+from clonechat.engine.convergence import CONVERGENCE_METRICS
 from clonechat.engine.dialogue import DEFAULT_STOP_PHRASE
 from clonechat.engine.records import AgentName
 from clonechat.errors import ClonechatError, ConfigError
-from clonechat.measures import CoordinationOptions, MeasureOptions, PredictionOptions, ReportOptions
+from clonechat.measures import (
+    ConvergenceOptions,
+    CoordinationOptions,
+    InterjectionOptions,
+    MeasureOptions,
+    PredictionOptions,
+    RecognitionOptions,
+    ReportOptions,
+    SelfKnowledgeOptions,
+)
 from clonechat.prompts import PromptLibrary
 from clonechat.registry import ModelSpec, Registry, api_key, spec_from_toml
 from clonechat.registry_file import ModelsFileError
@@ -59,6 +69,8 @@ from clonechat.scoring.model_scorers import JUDGE_NAME, SURPRISAL_NAME
 from clonechat.scoring.registry import TEXT_SCORERS
 from clonechat.session import DialogueBlueprint, DialogueRequest, blueprint
 
+#: Measures added after specs were first stored: left out of the canonical form when unset.
+NEWER_MEASURES = ("recognition", "self_knowledge", "convergence", "interjections")
 #: Settings that change how a run goes but not what it produces: changing them in the file
 #: does not make it a different experiment.
 RUNTIME_KEYS = frozenset({"concurrency", "description", "max_cost", "max_tokens_total"})
@@ -129,6 +141,64 @@ class ReportBackSpec(BaseModel):
         return ReportOptions(self.template, self.max_tokens)
 
 
+class RecognitionSpec(BaseModel):
+    """``[recognition]``: after the dialogue, each agent is shown messages of it without their
+    speaker and asked, per message, whether it wrote it or its partner did."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    template: Name = "default"
+    #: Messages shown to each agent, half its own and half its partner's (so chance is 0.5).
+    items: int = Field(default=4, ge=2, le=1000, multiple_of=2)
+    #: ``dialogue``: the agent answers with its own view of the conversation before it;
+    #: ``none``: with its system prompt only (style alone).
+    context: Literal["dialogue", "none"] = "dialogue"
+    max_tokens: int = Field(default=8, ge=1, le=4096)
+
+    def options(self) -> RecognitionOptions:
+        return RecognitionOptions(**self.model_dump())
+
+
+class SelfKnowledgeSpec(BaseModel):
+    """``[self_knowledge]``: each turn's log-probability under (a) the speaker's own context,
+    (b) the partner's view, (c) a different model given the partner's view (scored after the
+    run, by models that can score given text)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    #: The prediction instruction that makes the message the partner's next reply in (b), (c).
+    template: Name = "partner"
+    cross_model: Name | None = None
+
+    def options(self) -> SelfKnowledgeOptions:
+        return SelfKnowledgeOptions(**self.model_dump())
+
+
+class InterjectionSpec(BaseModel):
+    """``[[interjections]]``: a researcher's message (``prompts/interjections/``) put on the
+    path before agent turn ``at``, seen only by the agent(s) it is addressed ``to``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    at: int = Field(ge=1, le=10_000)
+    template: Name
+    to: Literal["A", "B", "both"] = "both"
+
+    def options(self) -> InterjectionOptions:
+        return InterjectionOptions(self.at, self.template, self.to)
+
+
+class ConvergenceSpec(BaseModel):
+    """``[convergence]``: stop (or mark) a dialogue once a per-turn metric is at least
+    ``threshold`` for ``turns`` agent turns in a row."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    metric: Literal[CONVERGENCE_METRICS] = "overlap_partner"  # type: ignore[valid-type]
+    threshold: float = Field(default=0.8, ge=0, le=1)
+    turns: int = Field(default=3, ge=1, le=10_000)
+    action: Literal["stop", "mark"] = "stop"
+
+    def options(self) -> ConvergenceOptions:
+        return ConvergenceOptions(self.metric, self.threshold, self.turns, self.action)
+
+
 class ConditionSpec(BaseModel):
     """One arm of the experiment. Unset keys take the top-level value."""
 
@@ -148,6 +218,11 @@ class ConditionSpec(BaseModel):
     prediction: PredictionSpec | bool | None = None
     coordination: CoordinationSpec | Literal[False] | None = None
     report_back: ReportBackSpec | bool | None = None
+    recognition: RecognitionSpec | bool | None = None
+    self_knowledge: SelfKnowledgeSpec | bool | None = None
+    convergence: ConvergenceSpec | Literal[False] | None = None
+    #: Replaces the top-level list (``[]`` for none).
+    interjections: list[InterjectionSpec] | None = None
 
     @property
     def label(self) -> str:
@@ -183,6 +258,11 @@ class ExperimentSpec(BaseModel):
     prediction: PredictionSpec | bool | None = None
     coordination: CoordinationSpec | Literal[False] | None = None
     report_back: ReportBackSpec | bool | None = None
+    recognition: RecognitionSpec | bool | None = None
+    self_knowledge: SelfKnowledgeSpec | bool | None = None
+    convergence: ConvergenceSpec | Literal[False] | None = None
+    #: Replaces the top-level list (``[]`` for none).
+    interjections: list[InterjectionSpec] | None = None
     conditions: list[ConditionSpec] = Field(min_length=1)
 
     @field_validator("models", mode="before")
@@ -239,8 +319,13 @@ class LoadedSpec:
         data = self.spec.model_dump(mode="json")
         for key in RUNTIME_KEYS:
             data.pop(key, None)
-        if not data.get("primary"):
-            data.pop("primary", None)  # specs from before `primary` existed keep their hash
+        for key in ("primary", *NEWER_MEASURES):
+            if not data.get(key):
+                data.pop(key, None)  # specs from before the key existed keep their hash
+        for condition in data.get("conditions", []):
+            for key in NEWER_MEASURES:
+                if condition.get(key) is None:
+                    condition.pop(key, None)
         return data
 
     @property
@@ -281,6 +366,8 @@ def _known_keys(loc: Loc) -> list[str]:
             model = PrimaryMeasure
         elif part == "params":
             model = Params
+        elif part == "interjections":
+            model = InterjectionSpec
         elif isinstance(part, str) and part in _MEASURE_TABLES:
             model = _MEASURE_TABLES[part]
     return sorted(model.model_fields)
@@ -290,6 +377,9 @@ _MEASURE_TABLES: dict[str, type[BaseModel]] = {
     "prediction": PredictionSpec,
     "coordination": CoordinationSpec,
     "report_back": ReportBackSpec,
+    "recognition": RecognitionSpec,
+    "self_knowledge": SelfKnowledgeSpec,
+    "convergence": ConvergenceSpec,
 }
 #: How pydantic names the members of ``Table | bool | None`` unions in an error's location.
 _UNION_TAGS = frozenset({*(m.__name__ for m in _MEASURE_TABLES.values()), "bool", "literal[False]", "none"})
@@ -330,7 +420,11 @@ def _validation_error(where: _Where, exc: ValidationError) -> SpecError:
     first, loc = _untagged(errors)
     if first["type"] in ("model_type", "dict_type") and loc and loc[-1] in _MEASURE_TABLES:
         reason = "must be a table, or false to switch it off" + (
-            ", or true for its defaults" if loc[-1] != "coordination" else " (coordination needs its tasks)"
+            " (coordination needs its tasks)"
+            if loc[-1] == "coordination"
+            else ""
+            if loc[-1] == "convergence"
+            else ", or true for its defaults"
         )
         return where.error(loc, reason)
     reason = describe_error(first, _known_keys(loc))
@@ -353,22 +447,31 @@ def _measures(spec: ExperimentSpec, condition: ConditionSpec) -> MeasureOptions:
     prediction = pick(condition.prediction, spec.prediction)
     coordination = pick(condition.coordination, spec.coordination)
     report = pick(condition.report_back, spec.report_back)
+    recognition = pick(condition.recognition, spec.recognition)
+    knowledge = pick(condition.self_knowledge, spec.self_knowledge)
+    interjections = spec.interjections if condition.interjections is None else condition.interjections
     return MeasureOptions(
         prediction=PredictionSpec().options() if prediction is True else _options(prediction),
         coordination=_options(coordination),
         report_back=ReportBackSpec().options() if report is True else _options(report),
+        recognition=RecognitionSpec().options() if recognition is True else _options(recognition),
+        self_knowledge=SelfKnowledgeSpec().options() if knowledge is True else _options(knowledge),
+        interjections=tuple(i.options() for i in interjections or ()),
+        convergence=_options(pick(condition.convergence, spec.convergence)),
     )
 
 
 def _options(table: object) -> Any:
-    if isinstance(table, PredictionSpec | CoordinationSpec | ReportBackSpec):
+    if isinstance(table, PredictionSpec | CoordinationSpec | ReportBackSpec | RecognitionSpec):
+        return table.options()
+    if isinstance(table, SelfKnowledgeSpec | ConvergenceSpec):
         return table.options()
     return None
 
 
 def _culprit(here: Loc, condition: ConditionSpec, message: str) -> Loc:
     """The key a template error is most likely about, for the error's line number."""
-    for key in ("prediction", "coordination", "report_back"):
+    for key in ("prediction", "coordination", "report_back", "recognition", "self_knowledge", "interjections"):
         if key in message or key.split("_")[0] in message:
             return (*here, key) if getattr(condition, key) is not None else (key,)
     if "thinking" in message:  # a generation parameter the model's thinking rules refuse
@@ -403,16 +506,26 @@ def _resolve(where: _Where, spec: ExperimentSpec, registry: Registry, library: P
                 raise where.error(source, f"unknown {kind[:-1]} template '{name}' (known: {known})")
         params = {**spec.params.overrides(), **condition.params.overrides()}
         measures = _measures(spec, condition)
-        cross = measures.prediction.cross_model if measures.prediction is not None else None
-        if cross is not None and cross not in registry.models:
-            where_cross: Loc = (*here, "prediction") if condition.prediction is not None else ("prediction",)
-            known = ", ".join(sorted(registry.models))
-            raise where.error((*where_cross, "cross_model"), f"unknown model '{cross}' (known: {known})")
+        for table in ("prediction", "self_knowledge"):
+            chosen = getattr(measures, table)
+            cross = chosen.cross_model if chosen is not None else None
+            if cross is not None and cross not in registry.models:
+                where_cross: Loc = (*here, table) if getattr(condition, table) is not None else (table,)
+                known = ", ".join(sorted(registry.models))
+                raise where.error((*where_cross, "cross_model"), f"unknown model '{cross}' (known: {known})")
+        max_turns = condition.max_turns or spec.max_turns
+        for number, interjection in enumerate(measures.interjections):
+            if interjection.at > max_turns:
+                listed: Loc = (*here, "interjections") if condition.interjections is not None else ("interjections",)
+                raise where.error(
+                    (*listed, number, "at"),
+                    f"turn {interjection.at} is past max_turns ({max_turns}): the interjection would never be made",
+                )
         request = DialogueRequest(
             condition=condition.template,
             model_a=model_a,
             model_b=model_b,
-            max_turns=condition.max_turns or spec.max_turns,
+            max_turns=max_turns,
             stop_phrase=spec.stop_phrase if condition.stop_phrase is None else condition.stop_phrase,
             token_budget=condition.token_budget or spec.token_budget,
             opening=condition.opening or spec.opening,

@@ -9,6 +9,7 @@ is then read with the scores in force.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -33,10 +34,12 @@ from clonechat.scoring.model_scorers import (
 )
 from clonechat.scoring.registry import DEFAULT_SCORERS, TEXT_SCORERS
 from clonechat.scoring.runner import ScoringSummary, score_text, score_with_model
+from clonechat.scoring.self_knowledge import SelfKnowledgeSummary, score_self_knowledge
 from clonechat.scoring.targets import load_targets
 from clonechat.store.database import Database
 
-MODEL_SCORERS = (SURPRISAL_NAME, JUDGE_NAME)
+SELF_KNOWLEDGE_NAME = "self_knowledge"
+MODEL_SCORERS = (SURPRISAL_NAME, JUDGE_NAME, SELF_KNOWLEDGE_NAME)
 DEFAULT_REPORTS_DIR = Path("runs") / "reports"
 
 
@@ -49,13 +52,52 @@ def scorer_descriptions() -> list[tuple[str, str]]:
         )
     )
     rows.append((JUDGE_NAME, "a judge model rates prediction vs message 0-10 with prompts/judges/ (needs --judge)"))
+    rows.append(
+        (
+            SELF_KNOWLEDGE_NAME,
+            "each turn's log-prob under own context, partner's view, another model ([self_knowledge] conditions)",
+        )
+    )
     return rows
+
+
+def logprob_providers(registry: Registry, pool: ProviderPool) -> Callable[[str], Provider | None]:
+    """A model's provider by registry name if it can score given text (in-process models, and
+    servers that return prompt log-probabilities: docs/surprisal.md), else None."""
+
+    def provider_for(model: str) -> Provider | None:
+        spec = registry.models.get(model)
+        if spec is None or not (spec.provider == "local" or spec.prompt_logprobs is not None):
+            return None
+        return pool.get(spec)
+
+    return provider_for
+
+
+def self_knowledge_line(summary: SelfKnowledgeSummary) -> str:
+    text = f"{SELF_KNOWLEDGE_NAME}: {summary.new_scores} new score rows for {summary.turns} turns"
+    if summary.unavailable:
+        missing = ", ".join(f"{model} ({n})" for model, n in sorted(summary.unavailable.items()))
+        text += f"; not available for {missing} (they cannot score given text: docs/surprisal.md)"
+    return text
+
+
+async def run_self_knowledge(db: Database, eid: str, registry: Registry) -> SelfKnowledgeSummary:
+    """Score the self-knowledge decomposition of every turn not scored yet (its own provider pool)."""
+    pool = ProviderPool()
+    try:
+        return await score_self_knowledge(db, eid, logprob_providers(registry, pool))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await pool.aclose()
 
 
 def _line(console: Console, name: str, summary: ScoringSummary) -> None:
     text = f"{name}: {summary.new_scores} new score rows for {summary.predictions} predictions"
     if summary.answers:
         text += f"; {summary.answers} coordination answers read"
+    if summary.recognitions:
+        text += f"; {summary.recognitions} recognition answers scored"
     if summary.skipped:
         text += f", {summary.skipped} already scored"
     if summary.unavailable:
@@ -71,13 +113,8 @@ async def _model_scores(
     try:
         if SURPRISAL_NAME in names:
             contexts = PredictorContexts(db, eid)
-            models = {t.model for t in load_targets(db, eid)}
-            providers: dict[str, Provider | None] = {}
-            for model in models:
-                spec = registry.models.get(model)
-                # In-process models, and servers that return prompt log-probabilities (docs/surprisal.md).
-                scores = spec is not None and (spec.provider == "local" or spec.prompt_logprobs is not None)
-                providers[model] = pool.get(spec) if spec is not None and scores else None
+            provider_for = logprob_providers(registry, pool)
+            providers = {model: provider_for(model) for model in {t.model for t in load_targets(db, eid)}}
             summary = await score_with_model(
                 db, eid, SURPRISAL_NAME, SURPRISAL_VERSION, surprisal_scorer(contexts, providers)
             )
@@ -89,6 +126,9 @@ async def _model_scores(
                 db, eid, JUDGE_NAME, judge_version(provider, rubric), judge_scorer(provider, rubric)
             )
             _line(console, f"{JUDGE_NAME} ({judge})", summary)
+        if SELF_KNOWLEDGE_NAME in names:
+            knowledge = await score_self_knowledge(db, eid, logprob_providers(registry, pool))
+            console.print(escape(self_knowledge_line(knowledge)))
     finally:
         with anyio.CancelScope(shield=True):
             await pool.aclose()
@@ -101,7 +141,7 @@ def score_command(
     for name in scorers:
         if name not in known:
             raise ConfigError(f"unknown scorer '{name}' (known: {', '.join(known)}; see 'clonechat score --list')")
-    names = scorers or [*DEFAULT_SCORERS, SURPRISAL_NAME]
+    names = scorers or [*DEFAULT_SCORERS, SURPRISAL_NAME, SELF_KNOWLEDGE_NAME]
     console = Console(highlight=False, soft_wrap=True)
     with Database.open(db_path, create=False) as db:
         eid = experiment_id(db, experiment)

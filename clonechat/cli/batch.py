@@ -23,6 +23,7 @@ from clonechat.batch.runner import BatchControl, run_jobs
 from clonechat.batch.spec import LoadedSpec, load_spec_file, parse_spec
 from clonechat.batch.store import UNFINISHED, check_same_spec, provider_pool, store_plan
 from clonechat.batch.worker import DEFAULT_LEASE_SECONDS, LeasedJobs
+from clonechat.cli.analysis import run_self_knowledge, self_knowledge_line
 from clonechat.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED
 from clonechat.engine.events import fan_out
 from clonechat.errors import ConfigError
@@ -471,6 +472,13 @@ def batch_command(args: BatchArgs, registry: Registry) -> int:
         # `clonechat report` has figures without a separate step (idempotent on re-runs).
         scored = score_text(db, result.experiment_id)
         summary["scores"] = {"predictions": scored.predictions, "new": scored.new_scores}
+        if any(c.blueprint.request.measures.self_knowledge for c in loaded.conditions) and not result.stopped:
+            # The self-knowledge log-probs need the models again: worth it, as the run's own figures.
+            known = Registry(loaded.models)
+            knowledge = anyio.run(run_self_knowledge, db, result.experiment_id, known, backend=args.backend)
+            summary["scores"]["self_knowledge"] = knowledge.new_scores
+            if knowledge.unavailable:
+                console.print(escape(self_knowledge_line(knowledge)))
     failed = summary["dialogues"].get("failed", 0)
     unfinished = sum(summary["dialogues"].get(status, 0) for status in UNFINISHED)
     if not unfinished:

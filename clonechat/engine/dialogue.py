@@ -7,6 +7,7 @@ and continuing a branch both work: the path is the state.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field, replace
 import anyio
 
 from clonechat.constants import DEFAULT_STOP_PHRASE as DEFAULT_STOP_PHRASE
+from clonechat.engine.convergence import ConvergenceTracker
 from clonechat.engine.events import (
     DialogueEnded,
     DialogueStarted,
@@ -24,7 +26,7 @@ from clonechat.engine.events import (
     TurnRetrying,
     TurnStarted,
 )
-from clonechat.engine.protocol import CROSS, PARTNER, SELF, Protocol, side_key, with_instruction
+from clonechat.engine.protocol import CROSS, PARTNER, SELF, Interjection, Protocol, side_key, with_instruction
 from clonechat.engine.records import (
     AgentName,
     DialogueStatus,
@@ -102,6 +104,26 @@ def _next_speaker(path: Sequence[NodeRecord], first: AgentName) -> AgentName:
     return first
 
 
+def is_agent_turn(node: NodeRecord) -> bool:
+    return node.kind == "turn" and node.speaker != "researcher"
+
+
+def recognition_items(
+    path: Sequence[NodeRecord], agent: AgentName, items: int, seed: int | None, dialogue_id: str
+) -> list[NodeRecord]:
+    """The turns shown to ``agent`` in the self-recognition task: equally many of its own and
+    of its partner's (``items`` // 2 each, fewer if the dialogue is shorter), drawn and then
+    ordered at random with a seed of the dialogue, so a resumed dialogue asks the same ones."""
+    turns = [node for node in path if is_agent_turn(node)]
+    rng = random.Random(f"{seed}:{dialogue_id}:recognition:{agent}")
+    own = [t for t in turns if t.speaker == agent]
+    partner = [t for t in turns if t.speaker != agent]
+    each = min(items // 2, len(own), len(partner))
+    chosen = rng.sample(own, each) + rng.sample(partner, each)
+    rng.shuffle(chosen)
+    return chosen
+
+
 class _DialogueRun:
     def __init__(
         self,
@@ -121,10 +143,18 @@ class _DialogueRun:
         self.emit = emit
         self.stop = stop
         self.tokens_used = sum(node.completion_tokens or 0 for node in self.path if node.kind == "turn")
+        rule = settings.protocol.convergence
+        self.convergence = None if rule is None else ConvergenceTracker(rule).extend(self.path)
 
     @property
     def turns_done(self) -> int:
+        """Turns on the path, the researcher's included: the next turn's index is one more."""
         return sum(1 for node in self.path if node.kind == "turn")
+
+    @property
+    def agent_turns(self) -> int:
+        """Messages the agents have written: what ``max_turns`` and interjections count."""
+        return sum(1 for node in self.path if is_agent_turn(node))
 
     async def run(self) -> DialogueOutcome:
         s = self.settings
@@ -135,6 +165,7 @@ class _DialogueRun:
             if reason != "stopped":
                 await self._coordinate("after")
                 await self._report_back()
+                await self._recognise()
         except ProviderError as exc:
             return await self._end("failed", "error", str(exc))
         except anyio.get_cancelled_exc_class():
@@ -158,9 +189,11 @@ class _DialogueRun:
                 return "stop_phrase"
             if last.finish_reason == "context_full":
                 return "context_full"
+        if self.convergence is not None and self.convergence.rule.stop and self.convergence.converged:
+            return "converged"
         if s.token_budget is not None and self.tokens_used >= s.token_budget:
             return "token_budget"
-        if self.turns_done >= s.max_turns:
+        if self.agent_turns >= s.max_turns:
             return "max_turns"
         return None
 
@@ -172,10 +205,40 @@ class _DialogueRun:
             if self.stop is not None and self.stop.is_set():
                 # A graceful stop: the turn in flight has finished; start no new one.
                 return "stopped"
+            await self._interject()
             node, predictions = await self._take_turn()
             self.path.append(node)
             self.tokens_used += node.completion_tokens or 0
+            if self.convergence is not None:
+                self.convergence.add(node)
             await self.emit(NodeCompleted(node, tuple(predictions)))
+
+    async def _interject(self) -> None:
+        """Put the researcher's interjections due before the next agent turn on the path (each
+        stored before that turn starts), unless a resumed path already has them."""
+        due = [i for i in self.settings.protocol.interjections if i.at == self.agent_turns + 1]
+        if not due:
+            return
+        since_last_turn: list[NodeRecord] = []
+        for node in reversed(self.path):
+            if is_agent_turn(node):
+                break
+            since_last_turn.append(node)
+        for interjection in due:
+            if any(_is(node, interjection) for node in since_last_turn):
+                continue
+            node = NodeRecord(
+                id=new_id(),
+                dialogue_id=self.settings.dialogue_id,
+                parent_id=self.path[-1].id,
+                speaker="researcher",
+                kind="turn",
+                turn_index=self.turns_done + 1,
+                content=interjection.text,
+                variant=interjection.to,
+            )
+            self.path.append(node)
+            await self.emit(NodeCompleted(node))
 
     async def _take_turn(self) -> tuple[NodeRecord, list[NodeRecord]]:
         s = self.settings
@@ -454,6 +517,50 @@ class _DialogueRun:
                 cache_key=f"{s.dialogue_id}:{name}",
             )
             await self.emit(NodeCompleted(node))
+
+    async def _recognise(self) -> None:
+        """The self-recognition task: each agent is shown turns of the conversation, one per
+        request and without any label, and asked whether it wrote each one. The shown turn is
+        the answer's ``target_node_id``, so scoring knows the truth without the model seeing it."""
+        s = self.settings
+        recognition = s.protocol.recognition
+        if recognition is None:
+            return
+        for name in ("A", "B"):
+            speaker: AgentName = "A" if name == "A" else "B"
+            agent = self.agents[speaker]
+            shown = recognition_items(self.path, speaker, recognition.items, s.seed, s.dialogue_id)
+            for position, item in enumerate(shown):
+                if side_key("recognition", speaker, item.id) in s.protocol.done:
+                    continue
+                question = recognition.question(item.content)
+                if recognition.context == "dialogue":
+                    messages = with_instruction(self._view(speaker), question)
+                else:
+                    system = [ChatMessage("system", agent.system_prompt)] if agent.system_prompt else []
+                    messages = [*system, ChatMessage("user", question)]
+                node = await self._side_call(
+                    kind="recognition",
+                    variant=str(position),
+                    agent=agent,
+                    speaker=speaker,
+                    provider=agent.provider,
+                    messages=messages,
+                    params=self._side_params(agent, f"recognise-{speaker}-{position}", 0, recognition.max_tokens),
+                    parent=self.path[-1],
+                    cache_key=f"{s.dialogue_id}:{speaker}",
+                    target_node_id=item.id,
+                )
+                await self.emit(NodeCompleted(node))
+
+
+def _is(node: NodeRecord, interjection: Interjection) -> bool:
+    return (
+        node.speaker == "researcher"
+        and node.kind == "turn"
+        and node.variant == interjection.to
+        and node.content == interjection.text
+    )
 
 
 async def run_dialogue(

@@ -1,4 +1,5 @@
-"""The measurement protocol around a dialogue: predictions, coordination and reports-back.
+"""The measurement protocol around a dialogue: predictions, coordination, reports-back,
+self-recognition, the researcher's scheduled interjections and the convergence stop.
 
 These are *side channels*: separate requests, built from an agent's own view of the
 conversation plus an instruction, whose answers are stored as nodes hanging off the path but
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from clonechat.engine.records import AgentName
 from clonechat.providers.base import ChatMessage, Provider
 
 #: Prediction variants: the partner predicts the speaker (the measure), the speaker predicts
@@ -40,6 +42,45 @@ class CoordinationQuestion:
 
 
 @dataclass(frozen=True)
+class RecognitionProtocol:
+    """After the dialogue each agent is shown messages of the conversation, without who wrote
+    them, one per request, and asked whether it wrote each one or its partner did."""
+
+    #: Renders the question for one shown message (its text only: no speaker, no position).
+    question: Callable[[str], str]
+    #: Messages shown to each agent: half its own, half its partner's (fewer when the dialogue
+    #: is shorter, always balanced, so chance is 0.5).
+    items: int = 4
+    #: ``dialogue``: asked with the agent's own view of the conversation before the question;
+    #: ``none``: with its system prompt only (pure style recognition).
+    context: str = "dialogue"
+    max_tokens: int = 8
+
+
+@dataclass(frozen=True)
+class Interjection:
+    """A researcher's message put on the path before agent turn ``at`` (1-based), seen only
+    by the agents it is addressed to."""
+
+    at: int
+    #: ``A``, ``B``, or ``None`` for both.
+    to: AgentName | None
+    text: str
+
+
+@dataclass(frozen=True)
+class ConvergenceRule:
+    """Stop (or, with ``stop`` False, only let the report mark) a dialogue once ``metric``
+    (a per-turn metric of :mod:`clonechat.engine.metrics`) is at least ``threshold`` for
+    ``turns`` agent turns in a row."""
+
+    metric: str
+    threshold: float
+    turns: int
+    stop: bool = True
+
+
+@dataclass(frozen=True)
 class Protocol:
     """What is measured around the dialogue; the default measures nothing."""
 
@@ -51,10 +92,18 @@ class Protocol:
     report_instruction: str | None = None
     #: Side-channel nodes already stored (``side_key``), so a resumed dialogue asks none twice.
     done: frozenset[str] = field(default_factory=frozenset)
+    recognition: RecognitionProtocol | None = None
+    interjections: tuple[Interjection, ...] = ()
+    convergence: ConvergenceRule | None = None
 
     @property
     def active(self) -> bool:
-        return self.prediction is not None or bool(self.coordination) or self.report_instruction is not None
+        return (
+            self.prediction is not None
+            or bool(self.coordination)
+            or self.report_instruction is not None
+            or self.recognition is not None
+        )
 
 
 def side_key(kind: str, speaker: str, variant: str | None) -> str:

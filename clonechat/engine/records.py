@@ -11,10 +11,13 @@ from ulid import ULID
 
 Speaker = Literal["A", "B", "researcher"]
 AgentName = Literal["A", "B"]
-NodeKind = Literal["opening", "turn", "error", "prediction", "report", "coordination"]
+NodeKind = Literal["opening", "turn", "error", "prediction", "report", "coordination", "recognition"]
 DialogueStatus = Literal["pending", "running", "completed", "interrupted", "failed"]
-#: ``stopped``: asked to stop gently (no new turn); ``cancelled``: stopped mid-turn.
-StopReason = Literal["max_turns", "stop_phrase", "token_budget", "context_full", "stopped", "cancelled", "error"]
+#: ``stopped``: asked to stop gently (no new turn); ``cancelled``: stopped mid-turn;
+#: ``converged``: a per-turn metric passed the spec's threshold for k turns in a row.
+StopReason = Literal[
+    "max_turns", "stop_phrase", "token_budget", "context_full", "converged", "stopped", "cancelled", "error"
+]
 
 #: Node kinds that are part of the conversation the agents see.
 CONVERSATION_KINDS: frozenset[str] = frozenset({"opening", "turn"})
@@ -27,6 +30,12 @@ def new_id() -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def addressed_to(node: NodeRecord, agent: AgentName) -> bool:
+    """Whether ``agent`` sees ``node``: a researcher's turn addressed to one agent (``variant``
+    ``A`` or ``B``) is seen by that agent only; every other conversation node by both."""
+    return node.speaker != "researcher" or node.variant in (None, agent)
 
 
 def other(agent: AgentName) -> AgentName:
@@ -66,11 +75,14 @@ class NodeRecord:
     latency_ms: float | None = None
     finish_reason: str | None = None
     error: str | None = None
-    #: For a prediction: the turn it predicts (stored together with that turn).
+    #: For a prediction: the turn it predicts (stored together with that turn); for a
+    #: recognition answer: the turn shown to the agent.
     target_node_id: str | None = None
     #: What kind of side-channel node this is: for a prediction ``partner``, ``self`` or
     #: ``cross``; for a coordination answer ``TASK@before`` or ``TASK@after``; for an error
-    #: in a side channel, the channel that failed.
+    #: in a side channel, the channel that failed; for a researcher's turn, the agent it is
+    #: addressed to (``A`` or ``B``; ``None`` for both); for a recognition answer, the item's
+    #: position in the order it was asked.
     variant: str | None = None
     created_at: datetime = field(default_factory=utcnow)
     #: The model's private reasoning before this message: stored, never put in any view.

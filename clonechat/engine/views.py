@@ -2,7 +2,8 @@
 
 Both agents read the same path through the tree, but each sees its own messages as
 ``assistant`` and everything else as ``user``. The researcher's opening is shown only to the
-agent that speaks first. Views only ever grow by appending, which keeps every request a
+agent that speaks first, and a researcher's interjection addressed to one agent only to that
+agent. Views only ever grow by appending, which keeps every request a
 byte-identical extension of the last one, so KV and prefix caches are reused.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from clonechat.engine.records import CONVERSATION_KINDS, AgentName, NodeRecord
+from clonechat.engine.records import CONVERSATION_KINDS, AgentName, NodeRecord, addressed_to
 from clonechat.providers.base import ChatMessage, Role
 
 
@@ -25,6 +26,8 @@ def agent_view(
             continue
         if node.kind == "opening" and agent != first_speaker:
             continue
+        if not addressed_to(node, agent):
+            continue  # a researcher's interjection to the partner only
         role: Role = "assistant" if node.speaker == agent else "user"
         if messages and messages[-1].role == "user" and role == "user":
             # Two incoming messages in a row (a researcher's interjection on a branch):

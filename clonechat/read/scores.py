@@ -211,7 +211,7 @@ def prediction_rows(db: Readable, experiment_id: str) -> list[PredictionRow]:
 
 
 _SETUPS = """
-SELECT d.id, d.first_speaker, pa.text, pb.text, d.settings FROM dialogue d
+SELECT d.id, d.first_speaker, pa.text, pb.text, d.settings, d.model_a, d.model_b FROM dialogue d
 JOIN condition c ON c.id = d.condition_id
 JOIN prompt pa ON pa.hash = d.system_prompt_a
 JOIN prompt pb ON pb.hash = d.system_prompt_b
@@ -229,6 +229,8 @@ class DialogueSetup:
     system_a: str
     system_b: str
     settings: dict[str, Any]
+    model_a: str = ""
+    model_b: str = ""
 
 
 def dialogue_setups(db: Readable, experiment_id: str) -> list[DialogueSetup]:
@@ -238,7 +240,7 @@ def dialogue_setups(db: Readable, experiment_id: str) -> list[DialogueSetup]:
 
     with connection(db) as conn:
         rows = conn.execute(text(_SETUPS), {"experiment": experiment_id}).all()
-    return [DialogueSetup(str(r[0]), str(r[1]), str(r[2]), str(r[3]), _json(r[4])) for r in rows]
+    return [DialogueSetup(str(r[0]), str(r[1]), str(r[2]), str(r[3]), _json(r[4]), str(r[5]), str(r[6])) for r in rows]
 
 
 def conversation_nodes(db: Readable, dialogue_ids: list[str]) -> list[Node]:

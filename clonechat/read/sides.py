@@ -20,7 +20,7 @@ from clonechat.read.connect import Readable, connection
 if TYPE_CHECKING:
     from clonechat.store.models import Node
 
-SIDE_KINDS = ("prediction", "coordination", "report")
+SIDE_KINDS = ("prediction", "coordination", "report", "recognition")
 
 
 class _SideLike(Protocol):
@@ -64,9 +64,11 @@ def side_nodes(db: Readable, dialogue_id: str, kinds: Iterable[str] = SIDE_KINDS
 
 
 def side_answers(db: Readable, dialogue_ids: list[str]) -> dict[str, set[str]]:
-    """Per dialogue, the once-per-dialogue side answers already stored (coordination answers
-    and reports-back, as ``protocol.side_key``), so a resumed dialogue does not ask twice."""
-    from sqlmodel import Session, col, select
+    """Per dialogue, the once-per-dialogue side answers already stored (coordination answers,
+    reports-back and recognition answers, as ``protocol.side_key``; a recognition answer is
+    keyed by the turn it was shown), so a resumed dialogue does not ask twice."""
+    from sqlalchemy import select
+    from sqlmodel import Session, col
 
     from clonechat.engine.protocol import side_key
     from clonechat.store.models import Node
@@ -75,13 +77,18 @@ def side_answers(db: Readable, dialogue_ids: list[str]) -> dict[str, set[str]]:
     with Session(db.reader_engine) as session:
         for start in range(0, len(dialogue_ids), 500):
             chunk = dialogue_ids[start : start + 500]
-            rows = session.exec(
-                select(Node.dialogue_id, Node.kind, Node.speaker, Node.variant).where(
-                    col(Node.dialogue_id).in_(chunk), col(Node.kind).in_(["coordination", "report"])
-                )
+            rows = session.execute(
+                select(
+                    col(Node.dialogue_id),
+                    col(Node.kind),
+                    col(Node.speaker),
+                    col(Node.variant),
+                    col(Node.target_node_id),
+                ).where(col(Node.dialogue_id).in_(chunk), col(Node.kind).in_(["coordination", "report", "recognition"]))
             ).all()
-            for dialogue_id, kind, speaker, variant in rows:
-                found.setdefault(dialogue_id, set()).add(side_key(kind, speaker, variant))
+            for dialogue_id, kind, speaker, variant, target in rows:
+                key = target if kind == "recognition" else variant
+                found.setdefault(dialogue_id, set()).add(side_key(kind, speaker, key))
     return found
 
 

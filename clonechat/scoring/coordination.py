@@ -47,9 +47,10 @@ class CoordinationTask:
         return normalise_answer(self, text)
 
 
-def load_task(library: PromptLibrary, name: str) -> CoordinationTask:
-    """A coordination task by name; the error names the file and what is wrong with it."""
-    template = library.get(KIND, name)
+def load_task(library: PromptLibrary, name: str, kind: str = KIND) -> CoordinationTask:
+    """A coordination task by name (or another template of ``kind`` whose answer is read by
+    the same rules: a recognition question); the error names the file and what is wrong."""
+    template = library.get(kind, name)
     data = tomllib.loads(template.path.read_text(encoding="utf-8"))
     answer = data.get("answer", "phrase")
     if answer not in ANSWER_KINDS:

@@ -18,6 +18,7 @@ from functools import partial
 from clonechat.prompts import PromptLibrary
 from clonechat.read.scores import existing_scores, unread_answers
 from clonechat.scoring.coordination import ANSWER_SCORER, ANSWER_VERSION, AnswerReader
+from clonechat.scoring.recognition import score_recognition
 from clonechat.scoring.registry import DEFAULT_SCORERS, get_text_scorer
 from clonechat.scoring.targets import PredictionTarget, load_targets
 from clonechat.scoring.text import ScoreResult
@@ -35,6 +36,8 @@ class ScoringSummary:
     unavailable: dict[str, int] | None = None
     #: Coordination answers newly read and stored (score rows ``answer``).
     answers: int = 0
+    #: Self-recognition answers newly scored (score rows ``recognition``).
+    recognitions: int = 0
 
 
 def _missing(target: PredictionTarget, name: str, version: str, have: set[tuple[str, str, str]]) -> tuple[bool, bool]:
@@ -73,6 +76,7 @@ def score_text(db: Database, experiment_id: str, names: Sequence[str] = DEFAULT_
                 rows.append(_row(target, scorer.name, scorer.version, result, shuffled=True))
     summary.new_scores = db.write(lambda conn: writes.insert_scores(conn, rows))
     summary.answers = score_answers(db, experiment_id)
+    summary.recognitions = score_recognition(db, experiment_id)
     return summary
 
 

@@ -1,0 +1,146 @@
+"""The newer measures' rows: self-recognition answers, privileged self-knowledge log-probs, the
+researcher's interjections and how each dialogue ended.
+
+Scoring asks what it still has to do (:func:`unread_recognitions`: every version counts, as in
+:mod:`clonechat.read.scores`); the report asks for the values in force (``v_score``:
+:func:`recognition_results`, :func:`turn_scores`), per condition and dialogue, so both backends
+give the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from clonechat.read.connect import Readable, connection
+
+_OF_EXPERIMENT = "JOIN dialogue d ON d.id = n.dialogue_id JOIN condition c ON c.id = d.condition_id"
+
+_UNREAD_RECOGNITIONS = f"""
+SELECT n.id, n.speaker, n.content, t.speaker, CAST(d.settings AS TEXT)
+FROM node n {_OF_EXPERIMENT}
+JOIN node t ON t.id = n.target_node_id
+WHERE c.experiment_id = :experiment AND n.kind = 'recognition'
+  AND NOT EXISTS (SELECT 1 FROM score s WHERE s.node_id = n.id AND s.scorer = :scorer AND s.version = :version)
+ORDER BY n.id
+"""
+
+
+@dataclass(frozen=True)
+class UnreadRecognition:
+    """A recognition answer not read yet at the reader's version, with the truth beside it."""
+
+    node_id: str
+    #: The agent asked.
+    asked: str
+    content: str
+    #: Who wrote the message it was shown.
+    author: str
+    #: The recognition template the question came from (its rule reads the answer).
+    template: str
+
+
+def _json(value: Any) -> dict[str, Any]:
+    return dict(json.loads(value)) if isinstance(value, str) else dict(value or {})
+
+
+def unread_recognitions(db: Readable, experiment_id: str, scorer: str, version: str) -> list[UnreadRecognition]:
+    from sqlalchemy import text
+
+    params = {"experiment": experiment_id, "scorer": scorer, "version": version}
+    with connection(db) as conn:
+        rows = conn.execute(text(_UNREAD_RECOGNITIONS), params).all()
+    out = []
+    for node_id, asked, content, author, settings in rows:
+        template = (_json(settings).get("measures", {}).get("recognition") or {}).get("template", "default")
+        out.append(UnreadRecognition(str(node_id), str(asked), str(content), str(author), str(template)))
+    return out
+
+
+_RECOGNITION_RESULTS = f"""
+SELECT c.name, n.dialogue_id, n.speaker, n.model, t.speaker, s.value, CAST(s.detail AS TEXT)
+FROM node n {_OF_EXPERIMENT}
+JOIN node t ON t.id = n.target_node_id
+LEFT JOIN v_score s ON s.node_id = n.id AND s.scorer = :scorer
+WHERE c.experiment_id = :experiment AND n.kind = 'recognition'
+ORDER BY c.name, n.dialogue_id, n.id
+"""
+
+
+@dataclass(frozen=True)
+class RecognitionResult:
+    """One recognition answer as scored (``correct`` None: unreadable, or not scored yet)."""
+
+    condition: str
+    dialogue_id: str
+    asked: str
+    model: str
+    #: Whether the message shown was the asked agent's own.
+    own: bool
+    correct: float | None
+    #: The answer as the template's rule read it (``""``: no answer to read; None: not scored).
+    answer: str | None
+
+
+def recognition_results(db: Readable, experiment_id: str, scorer: str) -> list[RecognitionResult]:
+    from sqlalchemy import text
+
+    with connection(db) as conn:
+        rows = conn.execute(text(_RECOGNITION_RESULTS), {"experiment": experiment_id, "scorer": scorer}).all()
+    return [
+        RecognitionResult(
+            str(condition),
+            str(dialogue),
+            str(asked),
+            str(model or ""),
+            str(author) == str(asked),
+            None if value is None else float(value),
+            None if detail is None else str(_json(detail).get("answer", "")),
+        )
+        for condition, dialogue, asked, model, author, value, detail in rows
+    ]
+
+
+_TURN_SCORES = f"""
+SELECT c.name, n.dialogue_id, n.turn_index, n.speaker, s.scorer, s.value
+FROM v_score s JOIN node n ON n.id = s.node_id {_OF_EXPERIMENT}
+WHERE c.experiment_id = :experiment AND n.kind = 'turn' AND s.scorer IN :scorers AND s.value IS NOT NULL
+ORDER BY c.name, n.dialogue_id, n.turn_index
+"""
+
+
+@dataclass(frozen=True)
+class TurnScore:
+    condition: str
+    dialogue_id: str
+    turn_index: int
+    speaker: str
+    scorer: str
+    value: float
+
+
+def turn_scores(db: Readable, experiment_id: str, scorers: tuple[str, ...]) -> list[TurnScore]:
+    """Scores in force stored on turns (the self-knowledge log-probabilities) by ``scorers``."""
+    from sqlalchemy import bindparam, text
+
+    query = text(_TURN_SCORES).bindparams(bindparam("scorers", expanding=True))
+    with connection(db) as conn:
+        rows = conn.execute(query, {"experiment": experiment_id, "scorers": list(scorers)}).all()
+    return [TurnScore(str(a), str(b), int(t), str(s), str(k), float(v)) for a, b, t, s, k, v in rows]
+
+
+_SCORED_TURNS = f"""
+SELECT s.node_id, s.scorer FROM score s JOIN node n ON n.id = s.node_id {_OF_EXPERIMENT}
+WHERE c.experiment_id = :experiment AND n.kind = 'turn' AND s.scorer IN :scorers
+"""
+
+
+def scored_turns(db: Readable, experiment_id: str, scorers: tuple[str, ...]) -> set[tuple[str, str]]:
+    """Every (turn, scorer) stored for the experiment among ``scorers``, at any version."""
+    from sqlalchemy import bindparam, text
+
+    query = text(_SCORED_TURNS).bindparams(bindparam("scorers", expanding=True))
+    with connection(db) as conn:
+        rows = conn.execute(query, {"experiment": experiment_id, "scorers": list(scorers)}).all()
+    return {(str(node), str(scorer)) for node, scorer in rows}
