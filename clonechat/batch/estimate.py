@@ -83,6 +83,13 @@ def estimate_condition(condition: PlannedCondition) -> ConditionEstimate:
         side_calls += 2
         side_output += 2 * m.report_back.max_tokens
         side_input += 2 * (fixed + per_message * turns)
+    if m.recognition is not None:
+        # Each agent is asked about up to `items` messages, one request each.
+        asked = 2 * min(m.recognition.items, turns)
+        side_calls += asked
+        side_output += asked * m.recognition.max_tokens
+        context = per_message * turns if m.recognition.context == "dialogue" else 0
+        side_input += asked * (fixed + context + per_message)
     output_tokens = condition.replicates * (turns * max_tokens * per_turn + side_output)
     input_tokens = condition.replicates * (per_dialogue_input * per_turn + side_input)
     cost, cached_cost = None, None

@@ -144,3 +144,60 @@ def scored_turns(db: Readable, experiment_id: str, scorers: tuple[str, ...]) -> 
     with connection(db) as conn:
         rows = conn.execute(query, {"experiment": experiment_id, "scorers": list(scorers)}).all()
     return {(str(node), str(scorer)) for node, scorer in rows}
+
+
+_RESEARCHER_TURNS = f"""
+SELECT c.name, n.dialogue_id, n.turn_index, n.variant
+FROM node n {_OF_EXPERIMENT}
+WHERE c.experiment_id = :experiment AND n.kind = 'turn' AND n.speaker = 'researcher'
+ORDER BY c.name, n.dialogue_id, n.turn_index, n.id
+"""
+
+
+@dataclass(frozen=True)
+class ResearcherTurn:
+    """A researcher's interjection on a dialogue's path (any branch)."""
+
+    condition: str
+    dialogue_id: str
+    #: Its depth on the path: the agent turns after it have larger indices.
+    turn_index: int
+    #: The agent it was addressed to (``A``, ``B``; None: both).
+    to: str | None
+
+
+def researcher_turns(db: Readable, experiment_id: str) -> list[ResearcherTurn]:
+    """Every interjection of the experiment, by condition, dialogue and depth."""
+    from sqlalchemy import text
+
+    with connection(db) as conn:
+        rows = conn.execute(text(_RESEARCHER_TURNS), {"experiment": experiment_id}).all()
+    return [ResearcherTurn(str(c), str(d), int(t), None if to is None else str(to)) for c, d, t, to in rows]
+
+
+_TURN_OVERLAPS = f"""
+SELECT c.name, n.dialogue_id, n.turn_index, n.speaker, m.overlap_partner
+FROM turn_metrics m JOIN node n ON n.id = m.node_id {_OF_EXPERIMENT}
+WHERE c.experiment_id = :experiment AND n.kind = 'turn' AND m.overlap_partner IS NOT NULL
+ORDER BY c.name, n.dialogue_id, n.turn_index, n.id
+"""
+
+
+@dataclass(frozen=True)
+class TurnOverlapRow:
+    """One agent turn's lexical overlap with its partner's latest turn (``turn_metrics``)."""
+
+    condition: str
+    dialogue_id: str
+    turn_index: int
+    speaker: str
+    overlap_partner: float
+
+
+def turn_overlaps(db: Readable, experiment_id: str) -> list[TurnOverlapRow]:
+    """``turn_metrics.overlap_partner`` of every agent turn that has one (all branches)."""
+    from sqlalchemy import text
+
+    with connection(db) as conn:
+        rows = conn.execute(text(_TURN_OVERLAPS), {"experiment": experiment_id}).all()
+    return [TurnOverlapRow(str(c), str(d), int(t), str(s), float(v)) for c, d, t, s, v in rows]

@@ -8,8 +8,9 @@ For each turn, the log-probability of the message actually written, under
 - (b) ``partner_view``: the speaker's model given the partner's view just before the message,
   with the prediction instruction that makes the message the partner's next reply (in a clone
   condition, the clone itself);
-- (c) ``other_model``: a different model given that same partner view (``self_knowledge
-  .cross_model``, else the partner's model in a cross-model condition).
+- (c) ``other_model``: a different model given that same partner view: ``self_knowledge
+  .cross_model`` unless that is the speaker's own model, else the partner's model if it is
+  another one (a cross-model condition); without one, (c) is left out.
 
 (a) − (b) is what the speaker's own context adds with the weights held fixed; (b) − (c) is what
 the same weights add with the context held fixed. Each is a score row on the turn (value: the
@@ -86,10 +87,11 @@ def _jobs(db: Readable, experiment_id: str) -> list[_Job]:
             view = with_instruction(agent_view(partner, system[partner], path, first), instruction)
             jobs.append(_Job(turn, OWN, models[speaker], own))
             jobs.append(_Job(turn, PARTNER_VIEW, models[speaker], view))
-            partner_model = models[partner] if models[partner] != models[speaker] else None
-            different = knowledge.get("cross_model") or partner_model
-            if different:
-                jobs.append(_Job(turn, OTHER_MODEL, str(different), view))
+            # (c) is a model other than the speaker's: the spec's, else the partner's if it differs.
+            candidates = [knowledge.get("cross_model"), models[partner]]
+            different = next((str(m) for m in candidates if m and m != models[speaker]), None)
+            if different is not None:
+                jobs.append(_Job(turn, OTHER_MODEL, different, view))
     return jobs
 
 
