@@ -182,6 +182,17 @@ def _measure_hashes(settings: Mapping[str, Any]) -> list[tuple[str, tuple[str, .
     report = measures.get("report")
     if isinstance(report, Mapping) and isinstance(report.get("instruction"), str):
         out.append(("report back", _hashes([report["instruction"]])))
+    for key, role, field in (
+        ("recognition", "recognition", "question"),
+        ("self_knowledge", "self-knowledge", "instruction"),
+    ):
+        table = measures.get(key)
+        if isinstance(table, Mapping) and isinstance(table.get(field), str):
+            out.append((role, _hashes([table[field]])))
+    for interjection in measures.get("interjections") or []:
+        if isinstance(interjection, Mapping) and isinstance(interjection.get("text"), str):
+            at, to = interjection.get("at"), interjection.get("to")
+            out.append((f"interjection (turn {at}, to {to})", _hashes([interjection["text"]])))
     return out
 
 

@@ -526,7 +526,8 @@ SCRIPT = """
     box.setAttribute("data-speaker", node.s);
     var edited = node.m === "researcher-edit";
     if (edited) box.classList.add("edited");
-    var who = make("span", "speaker", node.k === "opening" ? "researcher" : node.s);
+    var whom = node.s === "researcher" && node.v ? " \\u2192 " + node.v + " only" : "";
+    var who = make("span", "speaker", (node.k === "opening" ? "researcher" : node.s) + whom);
     var badge = edited ? make("span", "badge", editNote(node.e)) : null;
     var index = node.k === "opening" ? "opening" : "turn " + node.t;
     box.appendChild(meta([who, index, edited ? null : modelOf(tree, node), badge]));
@@ -564,11 +565,20 @@ SCRIPT = """
     return box;
   }
 
+  function recognised(tree, node) {
+    var shown = tree.byId[node.tg];
+    var whose = shown ? (shown.s === node.s ? "its own" : "its partner's") + " turn " + shown.t : "a turn";
+    var value = (node.sc || {}).recognition;
+    var verdict = !value ? "not scored" : value[0] === 1 ? "correct" : value[0] === 0 ? "wrong" : "unreadable";
+    return "side channel \\u00b7 recognition \\u00b7 " + node.s + " asked about " + whose + " (unlabelled) \\u00b7 " + verdict;
+  }
+
   function side(tree, node) {
-    var kind = node.k === "report" ? "report" : node.k === "error" ? "error" : "coordination";
+    var kind = node.k === "report" || node.k === "error" || node.k === "recognition" ? node.k : "coordination";
     var box = make("div", "side " + kind);
     var label;
     if (kind === "report") label = "side channel \\u00b7 report back from " + node.s;
+    else if (kind === "recognition") label = recognised(tree, node);
     else if (kind === "error") label = "error";
     else label = "side channel \\u00b7 coordination " + (node.v || "") + " \\u00b7 " + node.s;
     box.appendChild(meta([make("span", "speaker", label), modelOf(tree, node)]));

@@ -601,6 +601,8 @@ def show(
             record = node_record(n)
             style = SPEAKER_STYLE.get(n.speaker, "bold")
             label = "opening" if n.kind == "opening" else f"turn {n.turn_index}"
+            if n.speaker == "researcher" and n.variant:
+                label += f", to {n.variant} only"  # a scheduled interjection
             console.print(f"\n[{style}]{n.speaker}[/{style}] [dim]{label} · {n.id}[/dim]")
             print_reasoning(console, record)
             console.print(escape(n.content))
@@ -622,6 +624,8 @@ def _print_side(console: Console, node: Node) -> None:
         label = f"prediction ({node.variant}) of turn {node.turn_index}, by {node.speaker} · {node.model}"
     elif node.kind == "coordination":
         label = f"coordination {node.variant}"
+    elif node.kind == "recognition":
+        label = f"recognition: was the message of node {node.target_node_id} yours? (shown unlabelled)"
     else:
         label = "report to the researcher"
     console.print(f"  [{style}]{node.speaker}[/{style}] [dim]{escape(label)} · {node.id}[/dim]")

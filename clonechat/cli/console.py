@@ -60,6 +60,9 @@ class LivePrinter:
             node = event.node
             if node.kind == "opening":
                 c.print(f"[{SPEAKER_STYLE['researcher']}]researcher[/] [dim](opening)[/dim]\n{escape(node.content)}")
+            elif node.kind == "turn" and node.speaker == "researcher":
+                whom = f"to {node.variant} only" if node.variant else "to both"
+                c.print(f"\n[{SPEAKER_STYLE['researcher']}]researcher[/] [dim]({whom})[/dim]\n{escape(node.content)}")
             elif node.kind == "turn":
                 c.print()
                 # The reasoning arrives with the finished turn (it is never streamed as text).
@@ -71,6 +74,8 @@ class LivePrinter:
                     c.print(f"[dim]  predicted by {who} ({prediction.variant}): {escape(_one_line(prediction))}[/dim]")
             elif node.kind == "coordination":
                 c.print(f"[dim]coordination {node.variant} · {node.speaker}: {escape(_one_line(node))}[/dim]")
+            elif node.kind == "recognition":
+                c.print(f"[dim]recognition · {node.speaker} asked about a message: {escape(_one_line(node))}[/dim]")
             elif node.kind == "report":
                 style = SPEAKER_STYLE[node.speaker]
                 c.print(f"\n[{style}]{node.speaker}[/{style}] [dim]to the researcher[/dim]\n{escape(node.content)}")

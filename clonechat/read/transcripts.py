@@ -41,12 +41,13 @@ WHERE c.experiment_id = :experiment
 ORDER BY n.dialogue_id, n.id
 """
 
-#: The scores in force (``v_score``) of the experiment's predictions and coordination answers;
-#: the reading's detail only for the answer scorer (the normalised answer).
+#: The scores in force (``v_score``) of the experiment's predictions, coordination and
+#: recognition answers and turns (self-knowledge); the reading's detail only for the answer
+#: scorer (the normalised answer).
 _SCORES = f"""
 SELECT s.node_id, s.scorer, s.value, CASE WHEN s.scorer = :answer THEN CAST(s.detail AS TEXT) END
 FROM v_score s JOIN node n ON n.id = s.node_id {_OF_EXPERIMENT}
-WHERE c.experiment_id = :experiment AND n.kind IN ('prediction', 'coordination')
+WHERE c.experiment_id = :experiment AND n.kind IN ('prediction', 'coordination', 'recognition', 'turn')
 ORDER BY s.node_id, s.scorer
 """
 
@@ -194,7 +195,7 @@ FROM (SELECT c.name AS name, n.kind AS kind, CASE WHEN n.kind = 'prediction' THE
              n.speaker AS speaker, n.model AS model
       FROM node n {_OF_EXPERIMENT}
       WHERE c.experiment_id = :experiment AND n.model IS NOT NULL AND n.model <> :edit
-        AND n.kind IN ('turn', 'prediction', 'coordination', 'report')) m
+        AND n.kind IN ('turn', 'prediction', 'coordination', 'report', 'recognition')) m
 GROUP BY m.name, m.kind, m.variant, m.speaker, m.model
 ORDER BY m.name, m.kind, m.variant, m.speaker, m.model
 """

@@ -60,6 +60,15 @@ def _measures(settings: Mapping[str, Any]) -> str:
         parts.append(f"coordination: {', '.join(tasks)}" + (f" ({phases})" if phases else ""))
     if isinstance(measures.get("report"), dict):
         parts.append("report back")
+    if isinstance(recognition := measures.get("recognition"), dict):
+        parts.append(f"self-recognition ({recognition.get('items')} items, context {recognition.get('context')})")
+    if isinstance(measures.get("self_knowledge"), dict):
+        parts.append("self-knowledge by surprisal")
+    if interjections := measures.get("interjections"):
+        parts.append("interjections before turn " + ", ".join(str(i.get("at")) for i in interjections))
+    if isinstance(convergence := measures.get("convergence"), dict):
+        rule = f"{convergence.get('metric')} ≥ {convergence.get('threshold')} for {convergence.get('turns')} turns"
+        parts.append(f"convergence {convergence.get('action')}: {rule}")
     return "; ".join(parts) or "none"
 
 

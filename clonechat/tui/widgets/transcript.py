@@ -494,7 +494,9 @@ class TranscriptView(ScrollView, can_focus=True):
         speaker = self.get_component_rich_style(_SPEAKER_CLASS.get(node.speaker, "transcript--label"), partial=True)
         dim = self.get_component_rich_style("transcript--label", partial=True)
         label = "opening" if node.kind == "opening" else f"turn {node.turn_index}"
-        header = Text.assemble((node.speaker, speaker), (f"  {label} · {node.id}", dim))
+        # A scheduled interjection is seen by its addressee only: say so where it is read.
+        who = f"{node.speaker} → {node.variant} only" if node.speaker == "researcher" and node.variant else node.speaker
+        header = Text.assemble((who, speaker), (f"  {label} · {node.id}", dim))
         strips = self._wrap(header, width, truncate=True)
         thought = 0
         if node.reasoning is not None:
