@@ -570,7 +570,8 @@ SCRIPT = """
     var whose = shown ? (shown.s === node.s ? "its own" : "its partner's") + " turn " + shown.t : "a turn";
     var value = (node.sc || {}).recognition;
     var verdict = !value ? "not scored" : value[0] === 1 ? "correct" : value[0] === 0 ? "wrong" : "unreadable";
-    return "side channel \\u00b7 recognition \\u00b7 " + node.s + " asked about " + whose + " (unlabelled) \\u00b7 " + verdict;
+    var asked = node.s + " asked about " + whose + " (unlabelled)";
+    return "side channel \\u00b7 recognition \\u00b7 " + asked + " \\u00b7 " + verdict;
   }
 
   function side(tree, node) {
