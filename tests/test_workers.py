@@ -98,6 +98,11 @@ class Worker:
     def output(self) -> str:
         return "".join(self.lines)
 
+    @property
+    def working(self) -> bool:
+        """Whether the worker has reported progress (it is past start-up and claiming work)."""
+        return any("dialogues done" in line for line in self.lines)
+
     def wait(self, timeout: float = 300) -> int:
         code = self.proc.wait(timeout=timeout)
         self._reader.join(timeout=10)
@@ -165,6 +170,21 @@ def check_consistent(db: str) -> None:
     assert turns == sum(len(path) - 1 for path in stored_conversations(db).values())
 
 
+def mid_dialogue_lease(db: str, turns: int = 1) -> tuple[str, int] | None:
+    """A dialogue some worker holds a live lease on with at least ``turns`` turns stored, and
+    the lease's epoch; None if there is none."""
+    if schema_state_of(db_location(db)) in (None, (0, False)):
+        return None  # no worker has created the tables yet
+    with raw_sql(db) as conn:
+        row = conn.execute(
+            "SELECT l.dialogue_id, l.epoch FROM lease l JOIN dialogue d ON d.id = l.dialogue_id "
+            "WHERE d.status = 'running' AND l.expires_at > (now() AT TIME ZONE 'utc') "
+            "AND (SELECT count(*) FROM node n WHERE n.dialogue_id = l.dialogue_id AND n.kind = 'turn') >= :turns",
+            {"turns": turns},
+        ).first()
+    return None if row is None else (str(row[0]), int(row[1]))
+
+
 def check_lease_history(db: str) -> dict[str, int]:
     """No dialogue ever had two writers: its grants are numbered 1..k, one worker each, and
     each starts only after the one before it ended (released, or expired unrenewed)."""
@@ -225,13 +245,29 @@ def test_sigkill_of_random_workers_loses_nothing_and_ends_like_one_uninterrupted
     fleet = [Worker(spec, fleet_db) for _ in range(3)]
     kills = 0
     progress: list[int] = []
+    # First one kill that is sure to strand a dialogue mid-way (on a busy machine random kills
+    # may all land on workers still starting up): once some worker holds a live lease on a
+    # dialogue with turns stored, kill every worker, so its holder is among them.
+    wait_for(lambda: mid_dialogue_lease(fleet_db) is not None, timeout=300, what="a worker to be mid-dialogue")
+    for index, worker in enumerate(fleet):
+        if worker.proc.poll() is None:
+            worker.proc.send_signal(signal.SIGKILL)
+            worker.wait(60)
+            kills += 1
+        fleet[index] = Worker(spec, fleet_db)
+    progress.append(turn_count(fleet_db))
     deadline = time.monotonic() + 600
     while kills < 20:
         assert time.monotonic() < deadline, "too slow to land 20 kills"
         time.sleep(rng.uniform(0.2, 0.9))
         if all(w.proc.poll() is not None for w in fleet):
             break
-        index = rng.randrange(len(fleet))
+        # Kill only workers past their start-up (they have reported progress), or on a busy
+        # machine every kill lands before any work is done and the kills test nothing.
+        working = [i for i, w in enumerate(fleet) if w.proc.poll() is not None or w.working]
+        if not working:
+            continue
+        index = rng.choice(working)
         victim = fleet[index]
         if victim.proc.poll() is None:
             victim.proc.send_signal(signal.SIGKILL)
@@ -258,15 +294,7 @@ def test_a_paused_worker_that_lost_its_lease_writes_nothing_more(spec: Path, fle
     paused = Worker(spec, fleet_db, "--concurrency", "1")
 
     def held() -> tuple[str, int] | None:
-        if schema_state_of(db_location(fleet_db)) in (None, (0, False)):
-            return None  # the worker has not created the tables yet
-        with raw_sql(fleet_db) as conn:
-            row = conn.execute(
-                "SELECT l.dialogue_id, l.epoch FROM lease l JOIN dialogue d ON d.id = l.dialogue_id "
-                "WHERE d.status = 'running' AND l.expires_at > (now() AT TIME ZONE 'utc') "
-                "AND (SELECT count(*) FROM node n WHERE n.dialogue_id = l.dialogue_id AND n.kind = 'turn') >= 2"
-            ).first()
-        return None if row is None else (str(row[0]), int(row[1]))
+        return mid_dialogue_lease(fleet_db, turns=2)
 
     try:
         wait_for(lambda: held() is not None, what="the worker to be mid-dialogue")
