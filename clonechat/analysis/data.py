@@ -173,10 +173,11 @@ class ConvergenceSetting:
     #: ``stop`` or ``mark``.
     action: str = "stop"
 
-    def describe(self) -> str:
-        """``overlap_partner ≥ 0.80 for 3 turns (stop)``."""
+    def describe(self, *, action: bool = True) -> str:
+        """``overlap_partner ≥ 0.80 for 3 turns (stop)`` (without `` (stop)`` unless ``action``)."""
         noun = "turn" if self.turns == 1 else "turns"
-        return f"{self.metric} ≥ {self.threshold:.2f} for {self.turns} {noun} ({self.action})"
+        text = f"{self.metric} ≥ {self.threshold:.2f} for {self.turns} {noun}"
+        return f"{text} ({self.action})" if action else text
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clonechat.analysis.compare import compare_section
+from clonechat.analysis.convergence_section import convergence_results, convergence_section, convergence_tests
 from clonechat.analysis.data import ReportBack, ReportData
 from clonechat.analysis.document import (
     Block,
@@ -32,8 +33,10 @@ from clonechat.analysis.document import (
     safe_name,
 )
 from clonechat.analysis.findings import Judgement, judge
+from clonechat.analysis.interjection_section import interjection_results, interjection_section, interjection_tests
 from clonechat.analysis.primary import primary_from_spec
 from clonechat.analysis.provenance import redacted_spec
+from clonechat.analysis.recognition_section import recognition_results, recognition_section, recognition_tests
 from clonechat.analysis.report_plots import coordination_figure, prediction_by_turn_figure
 from clonechat.analysis.report_tables import (
     CoordinationRow,
@@ -46,6 +49,11 @@ from clonechat.analysis.report_tables import (
     prediction_section,
     prediction_tests,
     primary_scorers,
+)
+from clonechat.analysis.self_knowledge_section import (
+    self_knowledge_results,
+    self_knowledge_section,
+    self_knowledge_tests,
 )
 from clonechat.analysis.stats import MIN_CLUSTERS_FOR_CI
 from clonechat.analysis.tests_section import tests_section
@@ -76,7 +84,9 @@ HOW_TO_READ = (
     "bootstrap standard error, on Student's t with one degree of freedom fewer than its dialogues), and because "
     "a report makes many comparisons, each finding is judged after correcting for them: the spec's "
     "*primary* measures with Holm's method, every other (*exploratory*) comparison with "
-    "Benjamini–Hochberg; the section *Statistical tests* lists them all with raw and adjusted values."
+    "Benjamini–Hochberg; the section *Statistical tests* lists them all with raw and adjusted values. "
+    "The sections on self-recognition, privileged self-knowledge, interjections and convergence follow "
+    "the same rules; each says what its chance level or reference is."
 )
 
 
@@ -225,9 +235,19 @@ def build_document(data: ReportData, extras: Extras | None = None) -> Document:
     results = prediction_results(data)
     rows = coordination_rows(data)
     cross = clone_vs_cross(data, rows)
-    judgement: Judgement = judge(
-        [*prediction_tests(data, results), *coordination_tests(rows, cross)], primary_from_spec(data.spec_text)
-    )
+    recognition = recognition_results(data)
+    knowledge = self_knowledge_results(data)
+    interjections = interjection_results(data)
+    convergence = convergence_results(data)
+    tests = [
+        *prediction_tests(data, results),
+        *coordination_tests(rows, cross),
+        *recognition_tests(recognition),
+        *self_knowledge_tests(knowledge),
+        *interjection_tests(interjections),
+        *convergence_tests(convergence),
+    ]
+    judgement: Judgement = judge(tests, primary_from_spec(data.spec_text))
     by_turn, coordination_plot = plots(data, rows)
     title, facts = header(data)
     sections: list[Section | None] = [
@@ -236,6 +256,10 @@ def build_document(data: ReportData, extras: Extras | None = None) -> Document:
         prediction_section(data, results, judgement, by_turn),
         coordination_section(data, rows, cross, judgement, coordination_plot),
         reports_section(data),
+        recognition_section(data, recognition, judgement),
+        self_knowledge_section(data, knowledge, judgement),
+        interjection_section(data, interjections, judgement),
+        convergence_section(data, convergence, judgement),
         tests_section(judgement),
         compare_section(data, extras.compare) if extras.compare is not None else None,
         transcripts_section(data, extras.transcripts),

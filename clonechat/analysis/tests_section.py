@@ -78,7 +78,8 @@ def _row(test: Contrast, judgement: Judgement) -> list[str]:
 
 def tests_section(judgement: Judgement) -> Section:
     if not judgement.tests:
-        return Section(TITLE, [Paragraph("This report makes no comparisons (no predictions and no coordination).")])
+        none = "This report makes no comparisons (no measure of any condition has a figure to compare)."
+        return Section(TITLE, [Paragraph(none)])
     headers = ["Comparison", "Difference [95% CI]", "Raw p", "Adjusted p", "Family", "Result"]
     table = Table(headers, [_row(t, judgement) for t in judgement.tests])
     return Section(TITLE, [_counts(judgement), _primary(judgement), table])
