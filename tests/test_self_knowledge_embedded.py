@@ -60,5 +60,7 @@ def test_own_context_makes_a_greedy_message_likelier_than_the_partners_view(tmp_
         assert set(values) == {OWN, PARTNER_VIEW}
         assert values[OWN] >= values[PARTNER_VIEW], values
     # Scoring again adds nothing (idempotent); the CLI says so.
-    assert "self_knowledge: 0 new score rows for 0 turns" in cli("score", "sk", "--scorer", "self_knowledge", "--db", db)
+    assert "self_knowledge: 0 new score rows for 0 turns" in cli(
+        "score", "sk", "--scorer", "self_knowledge", "--db", db
+    )
     assert OTHER_MODEL not in {scorer for _, scorer, _, _ in rows}

@@ -257,3 +257,35 @@ async def _settled(pilot: Pilot[None]) -> None:
 
 def test_snapshot_scores_screen(built: Path, snap_compare: Callable[..., bool]) -> None:
     assert snap_compare(ScoresApp(built), terminal_size=SIZE, run_before=_settled)
+
+
+@pytest.fixture
+def converging(tmp_path: Path) -> Path:
+    """The experiment with a convergence rule the scripted pair meets: its overlap with the
+    partner alternates 0.6 and 0.45, so 0.4 for 2 turns in a row is met at turn 3."""
+    spec, db = tmp_path / "spec.toml", tmp_path / "runs.db"
+    rule = '[convergence]\nmetric = "overlap_partner"\nthreshold = 0.4\nturns = 2\n\n'
+    spec.write_text(SPEC.replace("[prediction]", rule + "[prediction]"))
+    result = CliRunner().invoke(cli_app, ["batch", str(spec), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    return db
+
+
+async def test_measures_table_shows_the_newer_measures_as_the_report_does(built: Path, converging: Path) -> None:
+    """The convergence shares in the screen's measures table, as the report computes them; the
+    plain experiment has no such table."""
+    db = converging
+    assert query(db, "SELECT stop_reason, count(*) FROM dialogue GROUP BY 1") == [("converged", 4)]
+    rows = scores_data.load_scores(db, EXPERIMENT).measures
+    assert [(r.measure, r.condition, r.n) for r in rows] == [
+        ("converged (share)", "base", "2 of 2"),
+        ("converged (share)", "aware", "2 of 2"),
+    ]
+    async with ScoresApp(db).run_test(size=SIZE) as pilot:
+        screen = await settle(pilot)
+        table = screen.query_one("#measures", DataTable)
+        assert table.display is True and table.row_count == 2
+        assert [str(c) for c in table.get_row_at(0)] == ["converged (share)", "base", rows[0].value, "2 of 2", "–"]
+    async with ScoresApp(built).run_test(size=SIZE) as pilot:
+        screen = await settle(pilot)
+        assert screen.query_one("#measures", DataTable).display is False

@@ -18,10 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from clonechat.analysis.convergence_section import convergence_results
 from clonechat.analysis.data import ReportData
 from clonechat.analysis.load import experiment_id, load_report_data
+from clonechat.analysis.recognition_section import recognition_results
 from clonechat.analysis.report_tables import PHASE_ORDER, condition_order, ordered
-from clonechat.analysis.stats import chance_match_rate
+from clonechat.analysis.self_knowledge_section import self_knowledge_results
+from clonechat.analysis.stats import Estimate, chance_match_rate, format_ci
 from clonechat.errors import NotFoundError
 from clonechat.location import DbLocation
 from clonechat.read.connect import Readable, open_existing
@@ -87,6 +90,42 @@ class CoordinationRow:
     chance: float | None
 
 
+@dataclass(frozen=True)
+class MeasureRow:
+    """One figure of the newer measures (self-recognition, self-knowledge, convergence), as the
+    report computes it: its value with its interval, n, and what it is read against."""
+
+    measure: str
+    condition: str
+    value: str
+    n: str
+    against: str
+
+
+def _n(est: Estimate) -> str:
+    return f"{est.n} ({est.clusters})"
+
+
+def measure_rows(data: ReportData) -> list[MeasureRow]:
+    """The experiment's recognition accuracy, self-knowledge differences and convergence shares,
+    from the report's own functions (so the screen and the report agree)."""
+    rows: list[MeasureRow] = []
+    for r in recognition_results(data).rows:
+        if r.accuracy.n:
+            chance = "–" if r.chance is None else f"chance {r.chance:.3f}"
+            value, n = format_ci(r.accuracy), _n(r.accuracy)
+            rows.append(MeasureRow("self-recognition accuracy", r.condition, value, n, chance))
+    for k in self_knowledge_results(data).rows:
+        for label, est in (("self-knowledge (a)−(b), nats", k.a_b), ("self-knowledge (b)−(c), nats", k.b_c)):
+            if est.n:
+                rows.append(MeasureRow(label, k.condition, format_ci(est), _n(est), "zero"))
+    for c in convergence_results(data).rows:
+        rows.append(
+            MeasureRow("converged (share)", c.condition, format_ci(c.share), f"{c.converged} of {c.dialogues}", "–")
+        )
+    return rows
+
+
 def order_scorers(names: Iterable[str]) -> tuple[str, ...]:
     """Scorer names (controls left out) in the picker's order: known ones first, then by name."""
     return tuple(ordered((name for name in names if not name.endswith(SHUFFLED_SUFFIX)), SCORER_ORDER))
@@ -142,6 +181,8 @@ class ScoresData:
     predictions: int
     scorers: tuple[str, ...]
     coordination: list[CoordinationRow]
+    #: The newer measures, experiment-wide (empty when none was switched on).
+    measures: list[MeasureRow] = field(default_factory=list)
 
     def accuracy(self, scorer: str) -> Accuracy:
         """Mean ``scorer`` value per turn, per condition and variant, and the shuffled baselines."""
@@ -160,7 +201,7 @@ class ScoresData:
         return Accuracy(scorer, series, baseline, self.scorers, self.predictions)
 
     def view(self, scorer: str) -> ScoresView:
-        return ScoresView(self.experiment, self.dialogue_id, self.accuracy(scorer), self.coordination)
+        return ScoresView(self.experiment, self.dialogue_id, self.accuracy(scorer), self.coordination, self.measures)
 
 
 def _dialogue_experiment(db: Readable, dialogue_id: str) -> str:
@@ -202,6 +243,7 @@ class ScoresView:
     dialogue_id: str | None
     accuracy: Accuracy
     coordination: list[CoordinationRow]
+    measures: list[MeasureRow] = field(default_factory=list)
 
 
 def load_scores(db_path: DbLocation | str, experiment: str | None, dialogue_id: str | None = None) -> ScoresData:
@@ -215,4 +257,5 @@ def load_scores(db_path: DbLocation | str, experiment: str | None, dialogue_id: 
             name = _dialogue_experiment(db, dialogue_id)
         data = load_report_data(db, name)
         predictions, scorers = _scope(db, data, dialogue_id)
-    return ScoresData(name, dialogue_id, data, predictions, scorers, _coordination(data, dialogue_id))
+    measures = measure_rows(data) if dialogue_id is None else []
+    return ScoresData(name, dialogue_id, data, predictions, scorers, _coordination(data, dialogue_id), measures)

@@ -27,12 +27,21 @@ from textual_plotext import PlotextPlot
 
 from clonechat.errors import ClonechatError
 from clonechat.location import DbLocation, db_location
-from clonechat.tui.scores_data import DEFAULT_SCORER, CoordinationRow, ScoresData, ScoresView, TurnMean, load_scores
+from clonechat.tui.scores_data import (
+    DEFAULT_SCORER,
+    CoordinationRow,
+    MeasureRow,
+    ScoresData,
+    ScoresView,
+    TurnMean,
+    load_scores,
+)
 from clonechat.tui.screens import PaletteCommand
 
 NOT_SCORED_TEXT = "Predictions not scored yet — run [b]clonechat score {experiment}[/b]"
 NO_PREDICTIONS_TEXT = "No predictions here — turn on [b]\\[prediction][/b] in the experiment spec"
 NO_COORDINATION_TEXT = "No coordination answers here"
+MEASURE_COLUMNS = ("Measure", "Condition", "Value [95% CI]", "n (dialogues)", "Against")
 #: Line colours, in order, for condition × variant series (fixed so snapshots are stable).
 SERIES_COLORS = ("cyan", "orange", "green", "magenta", "blue", "red", "yellow")
 BASELINE_COLOR = "gray"
@@ -117,6 +126,8 @@ class ScoresScreen(Screen[None]):
         yield Static("", id="scores-message")
         yield Static("Coordination: match rate vs chance", id="coordination-title")
         yield DataTable[str | Text](id="coordination", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="measures-title")
+        yield DataTable[str | Text](id="measures", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -188,6 +199,7 @@ class ScoresScreen(Screen[None]):
         chart.display = accuracy.scored
         self._draw(view)
         self._fill_table(view.coordination)
+        self._fill_measures(view.measures)
         where = f"dialogue {view.dialogue_id}" if view.dialogue_id else f"experiment {view.experiment}"
         lines = sum(1 for s in self.plotted if not s.baseline)
         self.query_one("#scores-summary", Static).update(
@@ -230,6 +242,20 @@ class ScoresScreen(Screen[None]):
         title = self.query_one("#coordination-title", Static)
         title.update("Coordination: match rate vs chance" if rows else NO_COORDINATION_TEXT)
         table.display = bool(rows)
+
+    def _fill_measures(self, rows: list[MeasureRow]) -> None:
+        """Self-recognition, self-knowledge and convergence, as the report gives them."""
+        table: DataTable[str | Text] = self.query_one("#measures", DataTable)
+        table.clear(columns=True)
+        cells = [(r.measure, r.condition, r.value, r.n, r.against) for r in rows]
+        for index, label in enumerate(MEASURE_COLUMNS):
+            table.add_column(label, key=label, width=max([len(label), *(len(c[index]) for c in cells)]))
+        for row_cells in cells:
+            table.add_row(*row_cells)
+        title = "Self-recognition, self-knowledge, convergence (as in the report)" if rows else ""
+        self.query_one("#measures-title", Static).update(title)
+        table.display = bool(rows)
+        self.query_one("#measures-title", Static).display = bool(rows)
 
     # -- actions -----------------------------------------------------------------------------
 
