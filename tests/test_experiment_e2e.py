@@ -1,7 +1,8 @@
 """End to end on the real embedded model: a small experiment with prediction (and the
 self-prediction control), coordination before and after, and reports-back; scored (text
 scorers at the end of the batch, surprisal on request) and written up with every section
-of the report filled."""
+of the report filled. A second one switches on self-recognition, self-knowledge by surprisal,
+a scheduled interjection and the convergence rule for a clone and a cross-model condition."""
 
 from __future__ import annotations
 
@@ -108,3 +109,85 @@ def test_small_experiment_on_the_embedded_model_fills_every_section(tmp_path: Pa
     for png in ("prediction_by_turn_chrf.png", "coordination.png"):
         assert (out / png).read_bytes().startswith(b"\x89PNG")
         assert f"]({png})" in report
+
+
+MEASURES_SPEC = """\
+name = "e2e-measures"
+replicates = 2
+max_turns = 4
+seed = 12
+concurrency = 2
+model_a = "local"
+control = "cross"
+
+[params]
+max_tokens = 20
+
+[recognition]
+items = 2
+max_tokens = 6
+
+[self_knowledge]
+cross_model = "second"
+
+[convergence]
+metric = "overlap_partner"
+threshold = 0.5
+turns = 2
+action = "mark"
+
+[[interjections]]
+at = 3
+template = "reveal-clone"
+to = "B"
+
+[[conditions]]
+name = "clone"
+template = "told-other-ai"
+
+[[conditions]]
+name = "cross"
+template = "told-other-ai"
+model_b = "second"
+
+[models.second]
+provider = "local"
+display_name = "SmolLM2 (a second instance)"
+"""
+
+
+@pytest.mark.model
+def test_the_newer_measures_on_the_embedded_model_fill_their_sections(tmp_path: Path) -> None:
+    spec, db, out = tmp_path / "measures.toml", tmp_path / "runs.db", tmp_path / "report"
+    spec.write_text(MEASURES_SPEC)
+    cli("batch", spec, "--db", db)
+    with closing(sqlite3.connect(db)) as conn:
+        kinds = dict(conn.execute("SELECT kind || ':' || speaker, count(*) FROM node GROUP BY 1"))
+        scorers = dict(conn.execute("SELECT scorer, count(*) FROM score WHERE scorer NOT LIKE '%~%' GROUP BY 1"))
+        shown = conn.execute(
+            "SELECT r.speaker, t.speaker FROM node r JOIN node t ON t.id = r.target_node_id "
+            "WHERE r.kind = 'recognition'"
+        ).fetchall()
+    # 4 dialogues x 4 agent turns, and one interjection each (to B) before the third.
+    assert kinds["turn:A"] + kinds["turn:B"] == 16 and kinds["turn:researcher"] == 4
+    # Each agent is asked about one of its own messages and one of its partner's.
+    assert kinds["recognition:A"] == kinds["recognition:B"] == 8
+    assert sorted(asked == author for asked, author in shown) == [False] * 8 + [True] * 8
+    assert scorers["recognition"] == 16  # scored at the end of the batch (NULL when unreadable)
+    # (a) and (b) for every turn; (c) by the other model for every turn (it is "second" for the
+    # clone condition, and the partner's model for each speaker in the cross condition).
+    assert scorers["logprob_own"] == scorers["logprob_partner_view"] == scorers["logprob_other_model"] == 16
+
+    cli("report", "e2e-measures", "--db", db, "--out", out)
+    report = (out / "report.md").read_text()
+    order = ["## Self-recognition", "## Privileged self-knowledge", "## Interjections", "## Convergence"]
+    assert [report.index(h) for h in order] == sorted(report.index(h) for h in order)
+    knowledge = report.split("## Privileged self-knowledge")[1].split("## Interjections")[0]
+    assert re.search(r"\| clone \| -?\d+\.\d{3}", knowledge) and re.search(r"\| cross .*\| -?\d+\.\d{3}", knowledge)
+    interjections = report.split("## Interjections")[1].split("## Convergence")[0]
+    assert "turn 3, to B" in interjections
+    convergence = report.split("## Convergence")[1].split("## Statistical tests")[0]
+    assert "overlap_partner" in convergence and " of 2" in convergence
+    for section in ("## Self-recognition", "## Privileged self-knowledge"):
+        body = report.split(section)[1].split("\n## ")[0]
+        assert "| clone" in body and "| cross" in body, body
