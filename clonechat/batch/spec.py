@@ -469,8 +469,22 @@ def _options(table: object) -> Any:
     return None
 
 
-def _culprit(here: Loc, condition: ConditionSpec, message: str) -> Loc:
+def _culprit(here: Loc, condition: ConditionSpec, message: str, measures: MeasureOptions) -> Loc:
     """The key a template error is most likely about, for the error's line number."""
+    for number, interjection in enumerate(measures.interjections):
+        if f"unknown interjection '{interjection.template}'" in message:
+            listed: Loc = (*here, "interjections") if condition.interjections is not None else ("interjections",)
+            return (*listed, number, "template")
+    # Self-knowledge's instruction is a prediction template: the culprit unless [prediction]
+    # renders a template of that name too (it is rendered first).
+    knowledge, p = measures.self_knowledge, measures.prediction
+    if knowledge is not None and f"unknown prediction '{knowledge.template}'" in message:
+        predicted = (
+            [] if p is None else [p.template] + [p.self_template] * p.self_predict + [p.reveal_template] * p.reveal
+        )
+        if knowledge.template not in predicted:
+            table: Loc = (*here, "self_knowledge") if condition.self_knowledge is not None else ("self_knowledge",)
+            return (*table, "template")
     for key in ("prediction", "coordination", "report_back", "recognition", "self_knowledge", "interjections"):
         if key in message or key.split("_")[0] in message:
             return (*here, key) if getattr(condition, key) is not None else (key,)
@@ -538,7 +552,7 @@ def _resolve(where: _Where, spec: ExperimentSpec, registry: Registry, library: P
         try:
             plan = blueprint(request, library, registry)
         except ClonechatError as exc:
-            raise where.error(_culprit(here, condition, str(exc)), str(exc)) from None
+            raise where.error(_culprit(here, condition, str(exc), measures), str(exc)) from None
         planned.append(
             PlannedCondition(
                 condition.label,

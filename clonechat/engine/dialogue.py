@@ -113,9 +113,11 @@ def recognition_items(
 ) -> list[NodeRecord]:
     """The turns shown to ``agent`` in the self-recognition task: equally many of its own and
     of its partner's (``items`` // 2 each, fewer if the dialogue is shorter), drawn and then
-    ordered at random with a seed of the dialogue, so a resumed dialogue asks the same ones."""
+    ordered at random with a seed of the dialogue, so a resumed dialogue asks the same ones.
+    The dialogue's seed alone, like its turns' (the id only without one): the same spec and seed
+    ask the same items in any database."""
     turns = [node for node in path if is_agent_turn(node)]
-    rng = random.Random(f"{seed}:{dialogue_id}:recognition:{agent}")
+    rng = random.Random(f"{seed if seed is not None else dialogue_id}:recognition:{agent}")
     own = [t for t in turns if t.speaker == agent]
     partner = [t for t in turns if t.speaker != agent]
     each = min(items // 2, len(own), len(partner))
