@@ -150,8 +150,13 @@ class RenderedMeasures:
         if (k := o.self_knowledge) is not None:
             out["self_knowledge"] = {"instruction": self.prompts["self_knowledge"].hash, "cross_model": k.cross_model}
         if o.interjections:
+            # Rendered for each agent it reaches (its own model name, its partner's).
             out["interjections"] = [
-                {"at": i.at, "to": i.to, "text": self.prompts[f"interjection.{n}"].hash}
+                {
+                    "at": i.at,
+                    "to": i.to,
+                    "texts": {a: self.prompts[f"interjection.{n}.{a}"].hash for a in _addressees(i.to)},
+                }
                 for n, i in enumerate(o.interjections)
             ]
         if (c := o.convergence) is not None:
@@ -159,9 +164,20 @@ class RenderedMeasures:
         return out
 
 
+def _addressees(to: str) -> tuple[str, ...]:
+    return ("A", "B") if to == "both" else (to,)
+
+
 def render_measures(
-    options: MeasureOptions, values: Mapping[str, object], library: PromptLibrary, registry: Registry
+    options: MeasureOptions,
+    values: Mapping[str, object],
+    library: PromptLibrary,
+    registry: Registry,
+    values_b: Mapping[str, object] | None = None,
 ) -> RenderedMeasures:
+    """``values`` fill the templates (agent A's, as the shared instructions are); an
+    interjection is rendered with the values of each agent it is addressed to (``values_b`` for
+    B's; A's if not given)."""
     prompts: dict[str, RenderedPrompt] = {}
     cross: ModelSpec | None = None
     if (p := options.prediction) is not None:
@@ -191,7 +207,10 @@ def render_measures(
         if k.cross_model is not None:
             known = registry.get(k.cross_model)
     for n, interjection in enumerate(options.interjections):
-        prompts[f"interjection.{n}"] = library.get("interjections", interjection.template).render(values)
+        template = library.get("interjections", interjection.template)
+        for agent in _addressees(interjection.to):
+            own = values if agent == "A" or values_b is None else values_b
+            prompts[f"interjection.{n}.{agent}"] = template.render(own)
     return RenderedMeasures(options, prompts, cross, known)
 
 
@@ -231,8 +250,7 @@ def build_protocol(
             _filler(prompts[g["question"]], RECOGNITION_SLOT), int(g["items"]), str(g["context"]), int(g["max_tokens"])
         )
     interjections = tuple(
-        Interjection(int(i["at"]), None if i["to"] == "both" else i["to"], prompts[i["text"]])
-        for i in settings.get("interjections", ())
+        interjection for i in settings.get("interjections", ()) for interjection in _interjections(i, prompts)
     )
     convergence: ConvergenceRule | None = None
     if (c := settings.get("convergence")) is not None:
@@ -256,8 +274,18 @@ def prompt_hashes(settings: Mapping[str, Any]) -> set[str]:
         hashes.add(g["question"])
     if (k := settings.get("self_knowledge")) is not None:
         hashes.add(k["instruction"])
-    hashes |= {i["text"] for i in settings.get("interjections", ())}
+    hashes |= {h for i in settings.get("interjections", ()) for h in i["texts"].values()}
     return hashes
+
+
+def _interjections(stored: Mapping[str, Any], prompts: Mapping[str, str]) -> list[Interjection]:
+    """One stored interjection as the engine places it: one node seen by both agents when its
+    text is the same for both (a clone pair), else one node per addressee, each with its text."""
+    texts = {agent: prompts[h] for agent, h in stored["texts"].items()}
+    at = int(stored["at"])
+    if stored["to"] == "both" and texts["A"] == texts["B"]:
+        return [Interjection(at, None, texts["A"])]
+    return [Interjection(at, "A" if agent == "A" else "B", text) for agent, text in sorted(texts.items())]
 
 
 def _filler(text: str, slot: str) -> Callable[[str], str]:

@@ -153,7 +153,9 @@ def blueprint(
     spec_a = registry.get(request.model_a)
     spec_b = registry.get(request.model_b or request.model_a)
     system_a, system_b, opening = _render_prompts(request, spec_a, spec_b, library)
-    measures = render_measures(request.measures, _values(request, spec_a, spec_b), library, registry)
+    measures = render_measures(
+        request.measures, _values(request, spec_a, spec_b), library, registry, _values(request, spec_b, spec_a)
+    )
     params_a, params_b = _params(spec_a, request), _params(spec_b, request)
     check_generation(spec_a, params_a)
     check_generation(spec_b, params_b)

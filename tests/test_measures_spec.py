@@ -256,3 +256,45 @@ def test_measures_reach_the_engine_protocol_with_per_condition_overrides(tmp_pat
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+CROSS_REVEAL = """\
+name = "reveal"
+model_a = "scripted"
+max_turns = 6
+
+[[interjections]]
+at = 3
+template = "reveal-clone"
+
+[[conditions]]
+name = "clone"
+template = "told-other-ai"
+
+[[conditions]]
+name = "cross"
+template = "told-other-ai"
+model_b = "other"
+
+[models.other]
+provider = "scripted"
+display_name = "Another Model"
+"""
+
+
+def test_an_interjection_is_rendered_for_each_addressee(tmp_path: Path) -> None:
+    """The reveal names each agent's own model: one node seen by both in a clone pair (the
+    same text), one node per agent in a cross-model pair (each told about itself)."""
+    loaded = load_spec_file(_write(tmp_path / "reveal.toml", CROSS_REVEAL), registry=Registry())
+    placed = {}
+    for condition in loaded.conditions:
+        rendered = condition.blueprint.measures
+        texts = {p.hash: p.text for p in rendered.prompts.values()}
+        protocol, _, _ = build_protocol(rendered.settings(), texts, lambda _: None)  # type: ignore[arg-type,return-value]
+        placed[condition.name] = [(i.at, i.to, i.text) for i in protocol.interjections]
+    [(at, to, text)] = placed["clone"]
+    assert (at, to) == (3, None) and "another instance of you, a scripted test model" in text
+    (at_a, to_a, text_a), (at_b, to_b, text_b) = placed["cross"]
+    assert (at_a, to_a, at_b, to_b) == (3, "A", 3, "B")
+    assert "another instance of you, a scripted test model" in text_a
+    assert "another instance of you, Another Model" in text_b

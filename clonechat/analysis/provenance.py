@@ -190,9 +190,9 @@ def _measure_hashes(settings: Mapping[str, Any]) -> list[tuple[str, tuple[str, .
         if isinstance(table, Mapping) and isinstance(table.get(field), str):
             out.append((role, _hashes([table[field]])))
     for interjection in measures.get("interjections") or []:
-        if isinstance(interjection, Mapping) and isinstance(interjection.get("text"), str):
+        if isinstance(interjection, Mapping) and isinstance(texts := interjection.get("texts"), Mapping):
             at, to = interjection.get("at"), interjection.get("to")
-            out.append((f"interjection (turn {at}, to {to})", _hashes([interjection["text"]])))
+            out.append((f"interjection (turn {at}, to {to})", _hashes(str(h) for h in texts.values())))
     return out
 
 
