@@ -19,7 +19,7 @@ from clonechat.analysis.data import ConvergenceSetting, DialogueEnding, ReportDa
 from clonechat.analysis.document import Block, Bullets, Paragraph, Section, Table
 from clonechat.analysis.findings import Contrast, Judgement, sentence
 from clonechat.analysis.primary import ComparisonKey
-from clonechat.analysis.report_tables import condition_order, forest_plot
+from clonechat.analysis.report_tables import condition_order, forest_plot, label
 from clonechat.analysis.stats import Estimate, difference_ci, format_ci, mean_ci
 
 TITLE = "Convergence"
@@ -156,10 +156,6 @@ def convergence_tests(results: ConvergenceResults) -> list[Contrast]:
     return tests
 
 
-def _label(row: ConvergenceRow) -> str:
-    return f"{row.condition} (cross-model)" if row.cross_model else row.condition
-
-
 def _summary(row: ConvergenceRow) -> str:
     if not row.dialogues:
         return f"{row.condition}: no dialogue has finished yet."
@@ -190,7 +186,7 @@ def convergence_section(data: ReportData, results: ConvergenceResults, judgement
     headers += ["Stopped by the rule"]
     table = [
         [
-            _label(r),
+            label(r),
             r.rule.describe(),
             format_ci(r.share),
             f"{r.converged} of {r.dialogues}",

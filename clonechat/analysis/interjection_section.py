@@ -22,7 +22,7 @@ from clonechat.analysis.data import InterjectionPoint, ReportData
 from clonechat.analysis.document import Block, Bullets, Paragraph, Section, Table
 from clonechat.analysis.findings import Contrast, Judgement, sentence
 from clonechat.analysis.primary import ComparisonKey
-from clonechat.analysis.report_tables import condition_order, forest_plot, ordered, primary_scorers
+from clonechat.analysis.report_tables import condition_order, forest_plot, label, ordered, primary_scorers
 from clonechat.analysis.self_knowledge_section import differences
 from clonechat.analysis.stats import Estimate, difference_ci, format_ci, mean_ci, paired_difference_ci
 
@@ -234,10 +234,6 @@ def interjection_tests(results: InterjectionResults) -> list[Contrast]:
     return tests
 
 
-def _label(row: InterjectionRow) -> str:
-    return f"{row.condition} (cross-model)" if row.cross_model else row.condition
-
-
 def interjection_section(data: ReportData, results: InterjectionResults, judgement: Judgement) -> Section:
     if not results.rows:
         if results.not_reached:
@@ -270,7 +266,7 @@ def interjection_section(data: ReportData, results: InterjectionResults, judgeme
     headers += ["After − before [95% CI]", "Dialogues"]
     table = [
         [
-            _label(r),
+            label(r),
             r.where,
             r.measure,
             format_ci(r.before),

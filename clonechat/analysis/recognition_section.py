@@ -16,7 +16,7 @@ from clonechat.analysis.data import RecognitionAnswer, ReportData
 from clonechat.analysis.document import Block, Bullets, Paragraph, Section, Table
 from clonechat.analysis.findings import Contrast, Judgement, sentence
 from clonechat.analysis.primary import ComparisonKey
-from clonechat.analysis.report_tables import condition_order, forest_plot, n_cell, ordered
+from clonechat.analysis.report_tables import condition_order, forest_plot, label, n_cell, ordered
 from clonechat.analysis.stats import Estimate, difference_ci, format_ci, mean_ci
 
 TITLE = "Self-recognition"
@@ -169,10 +169,6 @@ def _share(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def _label(row: RecognitionRow) -> str:
-    return f"{row.condition} (cross-model)" if row.cross_model else row.condition
-
-
 def recognition_section(data: ReportData, results: RecognitionResults, judgement: Judgement) -> Section:
     if not results.rows:
         if results.not_asked:
@@ -208,7 +204,7 @@ def recognition_section(data: ReportData, results: RecognitionResults, judgement
     headers += ["Says own", "Unreadable"]
     table = [
         [
-            _label(r),
+            label(r),
             format_ci(r.accuracy),
             n_cell(r.accuracy),
             _share(r.base),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from clonechat.analysis.data import CoordinationPair, PredictionScore, ReportData
 from clonechat.analysis.document import Block, Bullets, Paragraph, Plot, Section, Table, safe_name
@@ -301,7 +302,15 @@ def _tail(row: CoordinationRow) -> list[str]:
     return [_rate(row.chance), format_ci(row.vs_chance), _rate(row.strangers)]
 
 
-def label(row: CoordinationRow) -> str:
+class _ConditionRow(Protocol):
+    @property
+    def condition(self) -> str: ...
+    @property
+    def cross_model(self) -> bool: ...
+
+
+def label(row: _ConditionRow) -> str:
+    """A row's condition as every table names it, cross-model conditions marked."""
     return f"{row.condition} (cross-model)" if row.cross_model else row.condition
 
 

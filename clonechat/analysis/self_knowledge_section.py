@@ -19,7 +19,7 @@ from clonechat.analysis.data import ReportData, SelfKnowledgeScore
 from clonechat.analysis.document import Block, Bullets, Paragraph, Section, Table
 from clonechat.analysis.findings import Contrast, Judgement, sentence
 from clonechat.analysis.primary import ComparisonKey
-from clonechat.analysis.report_tables import condition_order, forest_plot, n_cell, ordered
+from clonechat.analysis.report_tables import condition_order, forest_plot, label, n_cell, ordered
 from clonechat.analysis.stats import Estimate, difference_ci, format_ci, mean_ci, paired_difference_ci
 
 TITLE = "Privileged self-knowledge"
@@ -178,10 +178,6 @@ def self_knowledge_tests(results: KnowledgeResults) -> list[Contrast]:
     return tests
 
 
-def _label(row: KnowledgeRow) -> str:
-    return f"{row.condition} (cross-model)" if row.cross_model else row.condition
-
-
 def self_knowledge_section(data: ReportData, results: KnowledgeResults, judgement: Judgement) -> Section:
     if not results.rows:
         if results.unscored:
@@ -214,7 +210,7 @@ def self_knowledge_section(data: ReportData, results: KnowledgeResults, judgemen
     headers += ["(a)−(b) [95% CI]", "Turns (dialogues)", "(b)−(c) [95% CI]", "Turns (dialogues), (b)−(c)"]
     table = [
         [
-            _label(r),
+            label(r),
             format_ci(r.a),
             format_ci(r.b),
             format_ci(r.c),
