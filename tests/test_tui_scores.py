@@ -286,6 +286,10 @@ async def test_measures_table_shows_the_newer_measures_as_the_report_does(built:
         table = screen.query_one("#measures", DataTable)
         assert table.display is True and table.row_count == 2
         assert [str(c) for c in table.get_row_at(0)] == ["converged (share)", "base", rows[0].value, "2 of 2", "–"]
+        # The interval's note is text, not markup (as markup "[too few dialogues]" vanishes).
+        assert rows[0].value == "1.000 [too few dialogues]"
+        rendered = table.render_line(1).text
+        assert "[too few dialogues]" in rendered, rendered
     async with ScoresApp(built).run_test(size=SIZE) as pilot:
         screen = await settle(pilot)
         assert screen.query_one("#measures", DataTable).display is False

@@ -251,7 +251,8 @@ class ScoresScreen(Screen[None]):
         for index, label in enumerate(MEASURE_COLUMNS):
             table.add_column(label, key=label, width=max([len(label), *(len(c[index]) for c in cells)]))
         for row_cells in cells:
-            table.add_row(*row_cells)
+            # Text, not markup: "[too few dialogues]" would read as a style tag and vanish.
+            table.add_row(*(Text(cell) for cell in row_cells))
         title = "Self-recognition, self-knowledge, convergence (as in the report)" if rows else ""
         self.query_one("#measures-title", Static).update(title)
         table.display = bool(rows)
