@@ -62,7 +62,8 @@ class PromptTemplate(SQLModel, table=True):
     __tablename__ = "prompt_template"
     #: SHA-256 of the source.
     hash: str = Field(primary_key=True)
-    #: conditions, openings, predictions, coordination, reports, judges, or researcher-edit.
+    #: conditions, openings, predictions, coordination, reports, judges, recognition,
+    #: interjections, or researcher-edit.
     kind: str
     #: The file's name without extension (``system`` for a researcher's edit).
     name: str
@@ -99,7 +100,8 @@ class Dialogue(SQLModel, table=True):
     seed: int | None = None
     #: pending, running, completed, interrupted or failed.
     status: str = Field(default="pending", index=True)
-    #: max_turns, stop_phrase, token_budget, context_full, cancelled or error.
+    #: max_turns, stop_phrase, token_budget, context_full, converged (the spec's convergence
+    #: rule), stopped, cancelled or error.
     stop_reason: str | None = None
     #: Why it failed, one line (a failed model call, after retries).
     error: str | None = None
@@ -141,7 +143,8 @@ class Node(SQLModel, table=True):
     parent_id: str | None = Field(default=None, foreign_key="node.id", index=True)
     #: A, B or researcher.
     speaker: str
-    #: opening, turn, error, prediction, report or coordination.
+    #: opening, turn, error, prediction, report, coordination or recognition. A researcher's
+    #: message on the path (an interjection) is a ``turn`` with speaker ``researcher``.
     kind: str
     #: 0 for the opening, then 1, 2, ... along a path.
     turn_index: int
@@ -167,9 +170,10 @@ class Node(SQLModel, table=True):
     finish_reason: str | None = None
     #: For an ``error`` node: what failed.
     error: str | None = None
-    #: For a prediction: the turn it predicts.
+    #: For a prediction: the turn it predicts; for a recognition answer: the turn shown.
     target_node_id: str | None = Field(default=None, foreign_key="node.id", index=True)
-    #: For a side-channel node: partner/self/cross (prediction), TASK@before|after (coordination).
+    #: For a side-channel node: partner/self/cross (prediction), TASK@before|after (coordination),
+    #: the position asked (recognition); for a researcher's turn, its addressee A or B (NULL: both).
     variant: str | None = None
     #: UTC.
     created_at: datetime = Field(default_factory=_now)
@@ -188,7 +192,9 @@ class Score(SQLModel, table=True):
 
     __table_args__ = (UniqueConstraint("node_id", "scorer", "version"),)
     id: int | None = Field(default=None, primary_key=True)
-    #: The scored node: a prediction, or a coordination answer (scorer ``answer``).
+    #: The scored node: a prediction, a coordination answer (scorer ``answer``), a recognition
+    #: answer (``recognition``: 1 right, 0 wrong, NULL unreadable) or a turn (the self-knowledge
+    #: log-probabilities ``logprob_own``, ``logprob_partner_view``, ``logprob_other_model``).
     node_id: str = Field(foreign_key="node.id", index=True)
     #: ``NAME`` (against the actual message), ``NAME~shuffled`` (against the shuffled control), or ``answer``.
     scorer: str
