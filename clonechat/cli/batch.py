@@ -26,7 +26,7 @@ from clonechat.batch.worker import DEFAULT_LEASE_SECONDS, LeasedJobs
 from clonechat.cli.analysis import run_self_knowledge, self_knowledge_line
 from clonechat.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED
 from clonechat.engine.events import fan_out
-from clonechat.errors import ConfigError
+from clonechat.errors import ConfigError, ProviderError
 from clonechat.location import DbLocation
 from clonechat.read.experiments import experiment_counts, find_experiment, free_name, require_experiment
 from clonechat.read.spending import experiment_spending
@@ -475,9 +475,19 @@ def batch_command(args: BatchArgs, registry: Registry) -> int:
         if any(c.blueprint.request.measures.self_knowledge for c in loaded.conditions) and not result.stopped:
             # The self-knowledge log-probs need the models again: worth it, as the run's own figures.
             known = Registry(loaded.models)
-            knowledge = anyio.run(run_self_knowledge, db, result.experiment_id, known, backend=args.backend)
-            summary["scores"]["self_knowledge"] = knowledge.new_scores
-            if knowledge.unavailable:
+            console.print("scoring self-knowledge: each new turn's log-probability under three contexts …")
+            try:
+                knowledge = anyio.run(run_self_knowledge, db, result.experiment_id, known, backend=args.backend)
+            except ProviderError as exc:
+                # The turns are stored; what is scored is kept (rows are written per turn).
+                _console(stderr=True).print(
+                    f"[red]error: self-knowledge not finished: {escape(str(exc))}; finish it with "
+                    f"clonechat score {escape(name or loaded.name)} --scorer self_knowledge[/red]",
+                    soft_wrap=True,
+                )
+                summary["scores"]["self_knowledge_error"] = str(exc)
+            else:
+                summary["scores"]["self_knowledge"] = knowledge.new_scores
                 console.print(escape(self_knowledge_line(knowledge)))
     failed = summary["dialogues"].get("failed", 0)
     unfinished = sum(summary["dialogues"].get(status, 0) for status in UNFINISHED)
