@@ -52,3 +52,15 @@ def test_unreachable_scoring_model_keeps_the_run_and_says_how_to_finish(tmp_path
     with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT count(*) FROM node WHERE kind = 'turn'").fetchone() == (2,)
         assert conn.execute("SELECT status FROM dialogue").fetchall() == [("completed",)]
+    # `clonechat score` knows the models the stored spec defines: it tries "srv" again (and says
+    # so in one line, exit non-zero), instead of calling a spec-only model unavailable.
+    again = subprocess.run(
+        [sys.executable, "-m", "clonechat", "score", "skdown", "--scorer", "self_knowledge", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert again.returncode != 0
+    assert "model 'srv' at http://127.0.0.1:9/v1: connection failed" in again.stderr, again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1, again.stderr

@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from clonechat.analysis.load import experiment_id
 from clonechat.analysis.publish import FORMATS, ReportFormat, write
-from clonechat.errors import ConfigError
+from clonechat.errors import ClonechatError, ConfigError
 from clonechat.location import DbLocation
 from clonechat.prompts import PromptLibrary
 from clonechat.providers.base import Provider
@@ -134,6 +134,22 @@ async def _model_scores(
             await pool.aclose()
 
 
+def experiment_registry(db: Database, experiment: str, registry: Registry) -> Registry:
+    """``registry`` with the models the experiment's stored spec defines (``[models.NAME]``), so
+    a model named only in the spec (a server for a cross-model condition) scores too."""
+    from clonechat.batch.spec import parse_spec
+    from clonechat.read.experiments import require_experiment
+
+    spec = require_experiment(db, experiment).spec
+    if not spec:
+        return registry
+    try:
+        loaded = parse_spec(spec, f"{db.path} [experiment {experiment}]", registry=registry, need_keys=False)
+    except ClonechatError:
+        return registry  # a spec this version no longer reads: the registry's models only
+    return Registry({**registry.models, **loaded.models})
+
+
 def score_command(
     db_path: DbLocation | str, experiment: str, scorers: list[str], judge: str, registry: Registry
 ) -> int:
@@ -150,7 +166,8 @@ def score_command(
             _line(console, ", ".join(text_names), score_text(db, eid, text_names))
         model_names = [n for n in names if n in MODEL_SCORERS]
         if model_names:
-            anyio.run(_model_scores, db, eid, model_names, registry, judge, console)
+            models = experiment_registry(db, experiment, registry)
+            anyio.run(_model_scores, db, eid, model_names, models, judge, console)
     return 0
 
 

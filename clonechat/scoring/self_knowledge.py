@@ -26,9 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+import anyio
+
 from clonechat.engine.protocol import with_instruction
 from clonechat.engine.records import AgentName, NodeRecord, other
 from clonechat.engine.views import agent_view
+from clonechat.errors import ProviderError
 from clonechat.providers.base import ChatMessage, Provider
 from clonechat.providers.logprobs import LogprobSource
 from clonechat.read.connect import Readable
@@ -42,6 +45,9 @@ from clonechat.store.database import Database
 OWN, PARTNER_VIEW, OTHER_MODEL = "logprob_own", "logprob_partner_view", "logprob_other_model"
 SELF_KNOWLEDGE_SCORERS = (OWN, PARTNER_VIEW, OTHER_MODEL)
 SELF_KNOWLEDGE_VERSION = "1"
+#: Turns scored at once, so one model's scoring overlaps another's (each provider keeps its own
+#: limits: the embedded model scores one at a time, a server up to its max_connections).
+TURNS_IN_FLIGHT = 4
 
 
 @dataclass
@@ -100,7 +106,7 @@ async def score_self_knowledge(
 ) -> SelfKnowledgeSummary:
     """Score every turn's missing decomposition terms; ``provider_for`` gives a model's provider
     by registry name (None: not available). Rows are written per turn, so an interrupted run
-    keeps what it finished."""
+    keeps what it finished; the first ``ProviderError`` stops the run and is raised."""
     have = scored_turns(db, experiment_id, SELF_KNOWLEDGE_SCORERS)
     summary = SelfKnowledgeSummary()
     pending: dict[str, list[_Job]] = {}
@@ -108,16 +114,38 @@ async def score_self_knowledge(
         if (job.turn.id, job.scorer) not in have:
             pending.setdefault(job.turn.id, []).append(job)
     summary.turns = len(pending)
-    for jobs in pending.values():
-        rows: list[writes.NewScore] = []
-        for job in jobs:
-            provider = provider_for(job.model)
-            if provider is None or not hasattr(provider, "continuation_logprob"):
-                summary.unavailable[job.model] = summary.unavailable.get(job.model, 0) + 1
-                continue
-            source: LogprobSource = provider  # type: ignore[assignment]
-            result = await source.continuation_logprob(job.messages, job.turn.content)
-            detail = {"tokens": result.tokens, "mean": result.mean, "model": job.model}
-            rows.append(writes.NewScore(job.turn.id, job.scorer, SELF_KNOWLEDGE_VERSION, result.total, detail))
-        summary.new_scores += db.write(partial(writes.insert_scores, scores=rows))
+    limiter = anyio.CapacityLimiter(TURNS_IN_FLIGHT)
+    failures: list[ProviderError] = []
+
+    async def term(job: _Job, rows: list[writes.NewScore]) -> None:
+        provider = provider_for(job.model)
+        if provider is None or not hasattr(provider, "continuation_logprob"):
+            summary.unavailable[job.model] = summary.unavailable.get(job.model, 0) + 1
+            return
+        source: LogprobSource = provider  # type: ignore[assignment]
+        result = await source.continuation_logprob(job.messages, job.turn.content)
+        detail = {"tokens": result.tokens, "mean": result.mean, "model": job.model}
+        rows.append(writes.NewScore(job.turn.id, job.scorer, SELF_KNOWLEDGE_VERSION, result.total, detail))
+
+    async def turn(jobs: list[_Job], scope: anyio.CancelScope) -> None:
+        async with limiter:
+            rows: list[writes.NewScore] = []
+            complete = True
+            try:
+                # The terms of a turn at once: (c)'s model is often another server than (a)'s and (b)'s.
+                async with anyio.create_task_group() as group:
+                    for job in jobs:
+                        group.start_soon(term, job, rows)
+            except* ProviderError as failed:
+                failures.extend(e for e in failed.exceptions if isinstance(e, ProviderError))
+                complete = False
+                scope.cancel()  # the first failure ends the run; what is stored stays
+            if complete:
+                summary.new_scores += db.write(partial(writes.insert_scores, scores=rows))
+
+    async with anyio.create_task_group() as turns:
+        for jobs in pending.values():
+            turns.start_soon(turn, jobs, turns.cancel_scope)
+    if failures:
+        raise failures[0]
     return summary
