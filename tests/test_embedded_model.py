@@ -173,3 +173,25 @@ def test_closing_while_an_abandoned_generation_runs_does_not_crash() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "refused: SmolLM2-135M-Instruct-Q4_1: the provider was closed" in result.stdout
     assert result.stdout.strip().endswith("closed cleanly")
+
+
+def test_models_loading_at_once_leave_the_process_output_alone() -> None:
+    """llama-cpp-python silences a load by swapping sys.stdout/stderr and fds 1-2 for /dev/null:
+    unserialised, three loads at once left sys.stdout swapped in 5 rounds of 6 (a cross-model pair
+    of embedded models scoring self-knowledge lost the CLI's output). Loads take a lock."""
+    import os
+    import threading
+
+    from clonechat.providers.embedded import _Context
+
+    path = find_smollm2_gguf()
+    stdout, stderr = sys.stdout, sys.stderr
+    fd_1, fd_2 = os.fstat(1), os.fstat(2)
+    for _ in range(4):
+        loads = [threading.Thread(target=lambda: _Context(path, 256, 1).llm.close()) for _ in range(3)]
+        for load in loads:
+            load.start()
+        for load in loads:
+            load.join(timeout=300)
+        assert sys.stdout is stdout and sys.stderr is stderr
+        assert (os.fstat(1).st_ino, os.fstat(2).st_ino) == (fd_1.st_ino, fd_2.st_ino)

@@ -144,14 +144,15 @@ class _Context:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self._is_eog = llama_vocab_is_eog
-        self.llm: Llama = Llama(
-            model_path=str(model_path),
-            n_ctx=n_ctx,
-            n_threads=n_threads,
-            n_threads_batch=n_threads,
-            logits_all=logits_all,
-            verbose=False,
-        )
+        with llama_runtime.LOAD_LOCK:  # see LOAD_LOCK: the load's silencing is not thread-safe
+            self.llm: Llama = Llama(
+                model_path=str(model_path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                logits_all=logits_all,
+                verbose=False,
+            )
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise ConfigError(f"{model_path.name} has no chat template in its metadata")

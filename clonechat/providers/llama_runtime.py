@@ -22,6 +22,12 @@ from typing import Any
 
 _applied = False
 _lock = threading.Lock()
+#: Held while a model loads. llama-cpp-python silences a load by swapping ``sys.stdout`` and
+#: ``sys.stderr`` (and fds 1 and 2) for /dev/null and back, which is not thread-safe: two
+#: providers loading at once (a cross-model pair of two embedded models, the scoring context
+#: beside a generation one) can leave the process writing its output to /dev/null, or to a closed
+#: file. Loads are rare and short; serialising them costs nothing.
+LOAD_LOCK = threading.Lock()
 
 
 @functools.cache
