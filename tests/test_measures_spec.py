@@ -14,20 +14,9 @@ from clonechat.cli import app
 from clonechat.engine.protocol import ConvergenceRule, Interjection
 from clonechat.measures import build_protocol
 from clonechat.registry import Registry
+from tests.test_batch_spec import GOOD, GOOD_HASH
 
-GOOD = """\
-name = "ok"
-replicates = 2
-max_turns = 3
-seed = 1
-model_a = "scripted"
-
-[[conditions]]
-template = "clone-aware"
-"""
-#: GOOD's canonical hash before any of the newer keys existed (the figure tests/test_batch_spec.py
-#: has kept since clonechat at eadbf82).
-GOOD_HASH = "1d8abd8f6e1f26264f8b59c26b0ea8541e974fa01c35b83527af8d0a370fdef6"
+#: GOOD's canonical hash is the one tests/test_batch_spec.py has kept since clonechat at eadbf82.
 CHECK_IN = '\n[[interjections]]\nat = 2\ntemplate = "check-in"\n'
 
 # (case id, spec text, expected message fragment, expected line)

@@ -45,12 +45,20 @@ def _json(value: Any) -> dict[str, Any]:
     return dict(json.loads(value)) if isinstance(value, str) else dict(value or {})
 
 
-def unread_recognitions(db: Readable, experiment_id: str, scorer: str, version: str) -> list[UnreadRecognition]:
-    from sqlalchemy import text
+def _rows(db: Readable, query: str, **params: object) -> list[Any]:
+    """The rows of one statement; a list or tuple parameter is an ``IN`` list (expanded)."""
+    from sqlalchemy import bindparam, text
 
-    params = {"experiment": experiment_id, "scorer": scorer, "version": version}
+    statement = text(query)
+    lists = [name for name, value in params.items() if isinstance(value, list | tuple)]
+    if lists:
+        statement = statement.bindparams(*(bindparam(name, expanding=True) for name in lists))
     with connection(db) as conn:
-        rows = conn.execute(text(_UNREAD_RECOGNITIONS), params).all()
+        return list(conn.execute(statement, params).all())
+
+
+def unread_recognitions(db: Readable, experiment_id: str, scorer: str, version: str) -> list[UnreadRecognition]:
+    rows = _rows(db, _UNREAD_RECOGNITIONS, experiment=experiment_id, scorer=scorer, version=version)
     out = []
     for node_id, asked, content, author, settings in rows:
         template = (_json(settings).get("measures", {}).get("recognition") or {}).get("template", "default")
@@ -84,10 +92,7 @@ class RecognitionResult:
 
 
 def recognition_results(db: Readable, experiment_id: str, scorer: str) -> list[RecognitionResult]:
-    from sqlalchemy import text
-
-    with connection(db) as conn:
-        rows = conn.execute(text(_RECOGNITION_RESULTS), {"experiment": experiment_id, "scorer": scorer}).all()
+    rows = _rows(db, _RECOGNITION_RESULTS, experiment=experiment_id, scorer=scorer)
     return [
         RecognitionResult(
             str(condition),
@@ -122,11 +127,7 @@ class TurnScore:
 
 def turn_scores(db: Readable, experiment_id: str, scorers: tuple[str, ...]) -> list[TurnScore]:
     """Scores in force stored on turns (the self-knowledge log-probabilities) by ``scorers``."""
-    from sqlalchemy import bindparam, text
-
-    query = text(_TURN_SCORES).bindparams(bindparam("scorers", expanding=True))
-    with connection(db) as conn:
-        rows = conn.execute(query, {"experiment": experiment_id, "scorers": list(scorers)}).all()
+    rows = _rows(db, _TURN_SCORES, experiment=experiment_id, scorers=scorers)
     return [TurnScore(str(a), str(b), int(t), str(s), str(k), float(v)) for a, b, t, s, k, v in rows]
 
 
@@ -138,11 +139,7 @@ WHERE c.experiment_id = :experiment AND n.kind = 'turn' AND s.scorer IN :scorers
 
 def scored_turns(db: Readable, experiment_id: str, scorers: tuple[str, ...]) -> set[tuple[str, str]]:
     """Every (turn, scorer) stored for the experiment among ``scorers``, at any version."""
-    from sqlalchemy import bindparam, text
-
-    query = text(_SCORED_TURNS).bindparams(bindparam("scorers", expanding=True))
-    with connection(db) as conn:
-        rows = conn.execute(query, {"experiment": experiment_id, "scorers": list(scorers)}).all()
+    rows = _rows(db, _SCORED_TURNS, experiment=experiment_id, scorers=scorers)
     return {(str(node), str(scorer)) for node, scorer in rows}
 
 
@@ -168,10 +165,7 @@ class ResearcherTurn:
 
 def researcher_turns(db: Readable, experiment_id: str) -> list[ResearcherTurn]:
     """Every interjection of the experiment, by condition, dialogue and depth."""
-    from sqlalchemy import text
-
-    with connection(db) as conn:
-        rows = conn.execute(text(_RESEARCHER_TURNS), {"experiment": experiment_id}).all()
+    rows = _rows(db, _RESEARCHER_TURNS, experiment=experiment_id)
     return [ResearcherTurn(str(c), str(d), int(t), None if to is None else str(to)) for c, d, t, to in rows]
 
 
@@ -196,8 +190,5 @@ class TurnOverlapRow:
 
 def turn_overlaps(db: Readable, experiment_id: str) -> list[TurnOverlapRow]:
     """``turn_metrics.overlap_partner`` of every agent turn that has one (all branches)."""
-    from sqlalchemy import text
-
-    with connection(db) as conn:
-        rows = conn.execute(text(_TURN_OVERLAPS), {"experiment": experiment_id}).all()
+    rows = _rows(db, _TURN_OVERLAPS, experiment=experiment_id)
     return [TurnOverlapRow(str(c), str(d), int(t), str(s), float(v)) for c, d, t, s, v in rows]
