@@ -287,7 +287,11 @@ def score(
     experiment: Annotated[str | None, typer.Argument(help="Experiment name (see 'clonechat ls').")] = None,
     scorer: Annotated[
         list[str] | None,
-        typer.Option("--scorer", "-s", help="Scorer to run (repeatable); default: every text scorer and surprisal."),
+        typer.Option(
+            "--scorer",
+            "-s",
+            help="Scorer to run (repeatable); default: every text scorer, surprisal and self_knowledge.",
+        ),
     ] = None,
     judge: Annotated[str, typer.Option(help="Model that judges, for --scorer judge.")] = "local",
     list_scorers: Annotated[bool, typer.Option("--list", help="List the scorers and stop.")] = False,
